@@ -1,0 +1,57 @@
+"""`usgen` entry point. Each sub-command lives in its own module with ``add_parser`` and ``run``.
+
+Modules must import nothing heavy (torch, Qt) at module level: ``usgen --help`` stays instant.
+Errors a user can cause (``UsgenError``) print one line and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from usgen_desktop import __version__
+from usgen_desktop.errors import Cancelled, UsgenError
+
+# name -> module under usgen_desktop.cli (each defines add_parser(subparsers) and run(args) -> int)
+COMMANDS = ["export", "sector", "deform", "generate", "train", "evaluate", "selftest"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="usgen", description="USGen Desktop command line: import, deform, generate, export."
+    )
+    parser.add_argument("--version", action="version", version=f"usgen {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"usgen_desktop.cli.{name}_cmd")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"usgen_desktop.cli.{name}_cmd":
+                continue  # sub-command not built yet
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except Cancelled as exc:
+        print(f"usgen: {exc}", file=sys.stderr)
+        return 130
+    except UsgenError as exc:
+        print(f"usgen: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("usgen: interrupted; finished items were kept.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

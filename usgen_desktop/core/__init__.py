@@ -1,0 +1,1 @@
+"""Qt-free, torch-free document model: images, label maps, schemas, undo, sector, deformation."""

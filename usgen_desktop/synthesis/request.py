@@ -1,0 +1,204 @@
+"""One interface for every backend: a GenerationRequest in, Results out.
+
+``run(request, progress, cancel)`` loads the backend once, then generates ``count`` images for
+each label map. Item ``i`` (label map ``i // count``, repeat ``i % count``) always gets the seed
+``seed_for(request.seed, i)``, so a batch split into shards gives the same images as one run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from usgen_desktop.core.labels import LabelMap, LabelSchema
+from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn, no_progress
+from usgen_desktop.errors import UsgenError
+
+BACKENDS = {
+    "speckle": "usgen_desktop.synthesis.backends.speckle",
+    "sdm": "usgen_desktop.synthesis.backends.sdm",
+    "controlnet": "usgen_desktop.synthesis.backends.controlnet",
+}
+DEFAULT_BACKEND = "speckle"
+
+
+def seed_for(base_seed: int, index: int) -> int:
+    """The seed of item ``index`` of a batch with ``base_seed`` (stable across runs/shards)."""
+    digest = hashlib.sha256(f"{int(base_seed)}:{int(index)}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass
+class GenerationRequest:
+    """What to generate. ``classes`` gives one class (or None) per label map; ``prompt`` is
+    for text-conditioned backends. ``size`` (height, width) resizes label maps
+    (nearest-neighbour) before generation; None keeps each label map's own size.
+    ``init_image`` + ``inpaint_mask`` (same size as the label map) ask for inpainting:
+    keep the image, regenerate only where the mask is set. ``params`` holds backend-specific
+    options (sampler, probe frequency, lora path, offload...)."""
+
+    label_maps: Sequence[LabelMap]
+    schema: LabelSchema
+    backend: str = DEFAULT_BACKEND
+    model_dir: str | None = None
+    classes: Sequence[str | None] | None = None
+    prompt: str | None = None
+    seed: int = 0
+    steps: int = 25
+    guidance: float = 1.0
+    strength: float = 0.3
+    size: tuple[int, int] | None = None
+    count: int = 1
+    device: str = "auto"
+    init_images: Sequence[np.ndarray | None] | None = None
+    inpaint_masks: Sequence[np.ndarray | None] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    # the sub-range of items to make (for shards and resume); None = all
+    items: Sequence[int] | None = None
+
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise UsgenError(
+                f"Unknown backend '{self.backend}' (choose one of {', '.join(BACKENDS)})."
+            )
+        if not self.label_maps:
+            raise UsgenError("There are no label maps to generate from.")
+        if self.count < 1:
+            raise UsgenError("The number of images per label map must be at least 1.")
+        if self.steps < 1:
+            raise UsgenError("The number of steps must be at least 1.")
+        if not 0.0 <= self.strength <= 1.0:
+            raise UsgenError("Strength must lie between 0 and 1.")
+        if self.classes is not None and len(self.classes) != len(self.label_maps):
+            raise UsgenError("Give one class per label map (or none).")
+
+    @property
+    def total(self) -> int:
+        return len(self.label_maps) * self.count
+
+    def item_indices(self) -> list[int]:
+        return list(self.items) if self.items is not None else list(range(self.total))
+
+    def class_of(self, map_index: int) -> str | None:
+        return None if self.classes is None else self.classes[map_index]
+
+
+@dataclass
+class Result:
+    """A generated image (uint8 HxW), the exact label map it matches, and how it was made."""
+
+    image: np.ndarray
+    label_map: LabelMap
+    provenance: dict[str, Any]
+    index: int  # item index in the request
+    source_index: int  # which label map of the request
+
+
+class Backend(Protocol):
+    """What every backend module's ``load(request) -> Backend`` returns."""
+
+    name: str
+    model_hash: str
+    device: str
+
+    def generate(
+        self,
+        label_map: LabelMap,
+        klass: str | None,
+        seed: int,
+        request: GenerationRequest,
+        map_index: int,
+        step: ProgressFn,
+        cancel: CancelToken,
+    ) -> np.ndarray:
+        """One uint8 image the size of ``label_map``; calls ``step`` once per sampler step."""
+        ...
+
+
+def load_backend(request: GenerationRequest) -> Backend:
+    module = importlib.import_module(BACKENDS[request.backend])
+    return module.load(request)
+
+
+def _resize_map(lm: LabelMap, size: tuple[int, int] | None) -> LabelMap:
+    if size is None or lm.shape == tuple(size):
+        return lm
+    import cv2
+
+    h, w = size
+    return LabelMap(cv2.resize(lm.data, (w, h), interpolation=cv2.INTER_NEAREST))
+
+
+def run(
+    request: GenerationRequest,
+    progress: ProgressFn = no_progress,
+    cancel: CancelToken | None = None,
+    on_result: Any = None,
+) -> list[Result]:
+    """Generate every item of ``request``. ``on_result(result)`` is called as each finishes,
+    so a caller can save it at once; a cancel keeps (and returns) what was finished."""
+    from usgen_desktop.errors import Cancelled
+
+    request.validate()
+    cancel = cancel or CancelToken()
+    backend = load_backend(request)
+    items = request.item_indices()
+    results: list[Result] = []
+    steps_per_item = max(1, int(getattr(backend, "steps_per_item", request.steps)))
+    total_steps = len(items) * steps_per_item
+    for n, item in enumerate(items):
+        if cancel.cancelled:
+            break
+        map_index, repeat = divmod(item, request.count)
+        lm = _resize_map(request.label_maps[map_index], request.size)
+        seed = seed_for(request.seed, item)
+        klass = request.class_of(map_index)
+        t0 = time.perf_counter()
+
+        def step(p: Progress, n: int = n) -> None:
+            done = n * steps_per_item + min(p.done, steps_per_item)
+            progress(Progress(done, total_steps, f"image {n + 1} of {len(items)}", p.preview))
+
+        try:
+            image = backend.generate(lm, klass, seed, request, map_index, step, cancel)
+        except Cancelled:
+            break
+        prov = {
+            "backend": request.backend,
+            "model_hash": backend.model_hash,
+            "model_dir": request.model_dir,
+            "seed": seed,
+            "base_seed": request.seed,
+            "item": item,
+            "repeat": repeat,
+            "class": klass,
+            "prompt": request.prompt,
+            "steps": request.steps,
+            "guidance": request.guidance,
+            "strength": request.strength,
+            "params": dict(request.params),
+            "device": backend.device,
+            "seconds": round(time.perf_counter() - t0, 4),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        res = Result(image=image, label_map=lm, provenance=prov, index=item, source_index=map_index)
+        results.append(res)
+        if on_result is not None:
+            on_result(res)
+        progress(Progress((n + 1) * steps_per_item, total_steps, f"finished {n + 1} of {len(items)}",
+                          image))
+    return results
+
+
+def hash_folder(files: Sequence[str | bytes]) -> str:
+    """A short content hash identifying a model (over its weight files' bytes or names)."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f if isinstance(f, bytes) else str(f).encode())
+    return h.hexdigest()[:16]
