@@ -1,0 +1,387 @@
+"""The project store: a folder holding a label schema and the user's documents.
+
+Layout::
+
+    project.json          version, name, schema, one entry per document
+    images/<uid>.png      the ultrasound image (16-bit stays 16-bit); absent for label-only docs
+    labels/<uid>.png      the label map as an index PNG (uint8 ids)
+    .autosave/            label maps changed since the last save (crash recovery)
+
+Every file is written to a temporary name and renamed, so a crash leaves the last good copy.
+``save`` writes only what changed since the last save; ``autosave`` is cheap enough to run
+every few seconds from a timer.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from usgen_desktop.core.document import Document
+from usgen_desktop.core.image import UltrasoundImage
+from usgen_desktop.core.labels import LabelMap, LabelSchema
+from usgen_desktop.errors import DatasetError, UsgenError
+from usgen_desktop.io.atomic import (
+    dumps_json,
+    is_temp_name,
+    read_png_exact,
+    write_png_atomic,
+    write_text_atomic,
+)
+
+PROJECT_FILE = "project.json"
+AUTOSAVE_DIR = ".autosave"
+AUTOSAVE_FILE = "autosave.json"
+FORMAT_VERSION = 1
+
+
+def default_projects_dir() -> Path:
+    """Where new projects go unless the user picks a folder: ``user_data_dir()/projects``."""
+    from usgen_desktop.paths import user_data_dir
+
+    return user_data_dir() / "projects"
+
+
+def is_project(folder: Path) -> bool:
+    """True when ``folder`` holds a USGen project (a ``project.json``)."""
+    return (Path(folder) / PROJECT_FILE).is_file()
+
+
+class Project:
+    """A saved set of documents sharing one label schema.
+
+    ``problems`` lists one sentence per document that could not be loaded on open (the rest
+    opens normally).
+    """
+
+    def __init__(
+        self, folder: Path, schema: LabelSchema, name: str | None = None,
+        documents: Iterable[Document] = (),
+    ) -> None:
+        self.folder = Path(folder)
+        self.schema = schema
+        self.name = name or self.folder.name
+        self.documents: list[Document] = []
+        self.problems: list[str] = []
+        # What is on disk: the revision of each label map and the image object last written.
+        self._saved_rev: dict[str, int] = {}
+        self._saved_image: dict[str, UltrasoundImage | None] = {}
+        self._autosaved_rev: dict[str, int] = {}
+        self._removed: set[str] = set()
+        self.add(documents)
+
+    # -- create / open ---------------------------------------------------------------
+    @classmethod
+    def create(cls, folder: Path, schema: LabelSchema, name: str | None = None) -> Project:
+        """A new, empty project in ``folder`` (created if needed; must not hold a project)."""
+        folder = Path(folder)
+        if is_project(folder):
+            raise DatasetError(f"'{folder}' already holds a project; open it instead.")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "images").mkdir(exist_ok=True)
+            (folder / "labels").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise DatasetError(
+                f"Could not create the project folder '{folder}' ({exc.strerror or exc})."
+            ) from exc
+        project = cls(folder, schema, name)
+        project.save()
+        return project
+
+    @classmethod
+    def open(cls, folder: Path) -> Project:
+        """Load the project in ``folder``; documents whose files are broken go to ``problems``."""
+        folder = Path(folder)
+        path = folder / PROJECT_FILE
+        if not path.is_file():
+            raise DatasetError(f"'{folder}' is not a USGen project (it has no {PROJECT_FILE}).")
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            version = int(meta.get("version", 1))
+            schema = LabelSchema.from_dict(meta["schema"])
+            entries = list(meta.get("documents", []))
+        except (OSError, ValueError, KeyError, TypeError, UsgenError) as exc:
+            raise DatasetError(f"The project file '{path}' is damaged and cannot be read.") from exc
+        if version > FORMAT_VERSION:
+            raise DatasetError(
+                f"The project '{folder.name}' was saved by a newer USGen (format {version}); "
+                "update USGen to open it."
+            )
+        project = cls(folder, schema, meta.get("name") or folder.name)
+        for entry in entries:
+            try:
+                doc = _load_document(folder, entry, schema)
+            except (UsgenError, OSError, KeyError, TypeError, ValueError) as exc:
+                label = entry.get("name") or entry.get("uid") or "?"
+                reason = str(exc) if isinstance(exc, UsgenError) else "its files are damaged"
+                project.problems.append(f"Document '{label}' could not be loaded: {reason}")
+                continue
+            project.documents.append(doc)
+            project._saved_rev[doc.uid] = doc.revision
+            project._saved_image[doc.uid] = doc.image
+        return project
+
+    # -- documents -------------------------------------------------------------------
+    def add(self, docs: Iterable[Document]) -> None:
+        """Append documents (not written until ``save``/``autosave``)."""
+        known = {d.uid for d in self.documents}
+        for doc in docs:
+            if doc.uid in known:
+                raise UsgenError(f"The project already holds a document with id '{doc.uid}'.")
+            known.add(doc.uid)
+            self.documents.append(doc)
+            self._removed.discard(doc.uid)
+
+    def remove(self, uid: str) -> None:
+        """Drop a document; its files are deleted on the next ``save``."""
+        doc = self.get(uid)
+        self.documents.remove(doc)
+        self._removed.add(uid)
+        self._autosaved_rev.pop(uid, None)
+
+    def get(self, uid: str) -> Document:
+        for doc in self.documents:
+            if doc.uid == uid:
+                return doc
+        raise KeyError(uid)
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    def __iter__(self):
+        return iter(self.documents)
+
+    def is_dirty(self) -> bool:
+        """True when something changed since the last save."""
+        if self._removed:
+            return True
+        return any(
+            self._saved_rev.get(d.uid) != d.revision or self._saved_image.get(d.uid, 0) is not d.image
+            for d in self.documents
+        )
+
+    # -- save ------------------------------------------------------------------------
+    def save(self) -> None:
+        """Write what changed since the last save, then project.json; clears the autosave."""
+        try:
+            (self.folder / "images").mkdir(parents=True, exist_ok=True)
+            (self.folder / "labels").mkdir(parents=True, exist_ok=True)
+            for doc in self.documents:
+                if doc.image is not None and self._saved_image.get(doc.uid, 0) is not doc.image:
+                    write_png_atomic(self._image_path(doc.uid), doc.image.pixels)
+                elif doc.image is None and self._image_path(doc.uid).exists():
+                    self._image_path(doc.uid).unlink()
+                if (self._saved_rev.get(doc.uid) != doc.revision
+                        or not self._labels_path(doc.uid).exists()):
+                    write_png_atomic(self._labels_path(doc.uid), doc.labels.data)
+            # project.json last: until it is renamed the old one still describes valid files.
+            write_text_atomic(self.folder / PROJECT_FILE, dumps_json(self._to_dict()))
+            for uid in self._removed:
+                for path in (self._image_path(uid), self._labels_path(uid)):
+                    path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise UsgenError(
+                f"Could not save the project to '{self.folder}' ({exc.strerror or exc})."
+            ) from exc
+        self._removed.clear()
+        for doc in self.documents:
+            self._saved_rev[doc.uid] = doc.revision
+            self._saved_image[doc.uid] = doc.image
+        self.discard_autosave()
+
+    def _to_dict(self) -> dict[str, Any]:
+        return {
+            "version": FORMAT_VERSION,
+            "app": "usgen-desktop",
+            "name": self.name,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "schema": self.schema.to_dict(),
+            "documents": [self._entry(d) for d in self.documents],
+        }
+
+    def _entry(self, doc: Document, image_path: str | None = None) -> dict[str, Any]:
+        img = doc.image
+        return {
+            "uid": doc.uid,
+            "name": doc.name,
+            "tags": doc.tags,
+            "parent": doc.parent,
+            "provenance": doc.provenance,
+            "image": image_path or (f"images/{doc.uid}.png" if img is not None else None),
+            "labels": f"labels/{doc.uid}.png",
+            "shape": list(doc.shape),
+            "source": str(img.source) if img is not None and img.source else None,
+            "was_color": bool(img.was_color) if img is not None else False,
+            "pixel_spacing": list(img.pixel_spacing) if img and img.pixel_spacing else None,
+        }
+
+    def _image_path(self, uid: str) -> Path:
+        return self.folder / "images" / f"{uid}.png"
+
+    def _labels_path(self, uid: str) -> Path:
+        return self.folder / "labels" / f"{uid}.png"
+
+    # -- autosave --------------------------------------------------------------------
+    @property
+    def autosave_dir(self) -> Path:
+        return self.folder / AUTOSAVE_DIR
+
+    def autosave(self) -> int:
+        """Write label maps changed since the last save or autosave; returns how many.
+
+        Documents never saved also get their image and entry written once, so a crash right
+        after an import loses nothing.
+        """
+        changed = [
+            d for d in self.documents
+            if d.revision != self._autosaved_rev.get(d.uid, self._saved_rev.get(d.uid))
+        ]
+        unsaved = [d for d in self.documents if d.uid not in self._saved_rev]
+        if not changed and not unsaved and not self._removed:
+            return 0
+        adir = self.autosave_dir
+        try:
+            (adir / "labels").mkdir(parents=True, exist_ok=True)
+            for doc in changed:
+                write_png_atomic(adir / "labels" / f"{doc.uid}.png", doc.labels.data)
+                self._autosaved_rev[doc.uid] = doc.revision
+            new_entries = []
+            for doc in unsaved:
+                rel = None
+                if doc.image is not None:
+                    rel = f"{AUTOSAVE_DIR}/images/{doc.uid}.png"
+                    path = self.folder / rel
+                    if not path.exists():
+                        path.parent.mkdir(exist_ok=True)
+                        write_png_atomic(path, doc.image.pixels)
+                if not (adir / "labels" / f"{doc.uid}.png").exists():
+                    write_png_atomic(adir / "labels" / f"{doc.uid}.png", doc.labels.data)
+                    self._autosaved_rev[doc.uid] = doc.revision
+                entry = self._entry(doc, image_path=rel)
+                entry["labels"] = f"{AUTOSAVE_DIR}/labels/{doc.uid}.png"
+                new_entries.append(entry)
+            state = {
+                "version": FORMAT_VERSION,
+                "time": time.time(),
+                "labels": sorted(
+                    uid for uid in self._autosaved_rev
+                    if (adir / "labels" / f"{uid}.png").exists()
+                ),
+                "new_documents": new_entries,
+                "removed": sorted(self._removed),
+                "order": [d.uid for d in self.documents],
+            }
+            write_text_atomic(adir / AUTOSAVE_FILE, dumps_json(state), fsync=False)
+        except OSError as exc:
+            raise UsgenError(
+                f"Could not autosave into '{adir}' ({exc.strerror or exc})."
+            ) from exc
+        return len(changed)
+
+    def has_autosave(self) -> bool:
+        """True when an autosave newer than the last save exists (e.g. after a crash)."""
+        return (self.autosave_dir / AUTOSAVE_FILE).is_file()
+
+    def restore_autosave(self) -> int:
+        """Load autosaved label maps (and documents never saved) back; returns how many."""
+        state = self._read_autosave_state()
+        if state is None:
+            return 0
+        adir = self.autosave_dir
+        restored = 0
+        known = {d.uid: d for d in self.documents}
+        for entry in state.get("new_documents", []):
+            if entry.get("uid") in known:
+                continue
+            try:
+                doc = _load_document(self.folder, entry, self.schema)
+            except (UsgenError, OSError, KeyError, TypeError, ValueError):
+                self.problems.append(
+                    f"An autosaved document '{entry.get('name', '?')}' could not be restored."
+                )
+                continue
+            doc.revision = 1  # differs from every saved revision: the next save writes it
+            self.documents.append(doc)
+            known[doc.uid] = doc
+            self._autosaved_rev[doc.uid] = doc.revision
+            restored += 1
+        new_uids = {e.get("uid") for e in state.get("new_documents", [])}
+        for uid in state.get("labels", []):
+            doc = known.get(uid)
+            if doc is None or uid in new_uids:
+                continue
+            try:
+                data = read_png_exact(adir / "labels" / f"{uid}.png")
+                new = LabelMap(data)
+                if new.shape != doc.shape:
+                    raise UsgenError("size changed")
+            except (UsgenError, OSError):
+                self.problems.append(f"The autosave of '{doc.name}' is damaged; kept the saved one.")
+                continue
+            if new != doc.labels:
+                doc.replace_labels(new, name="restore autosave")
+            restored += 1
+            self._autosaved_rev[uid] = doc.revision
+        for uid in state.get("removed", []):
+            if uid in known:
+                self.remove(uid)
+        order = {uid: i for i, uid in enumerate(state.get("order", []))}
+        self.documents.sort(key=lambda d: order.get(d.uid, len(order)))
+        return restored
+
+    def discard_autosave(self) -> None:
+        """Forget the autosave (after a save, or when the user declines to restore)."""
+        shutil.rmtree(self.autosave_dir, ignore_errors=True)
+        self._autosaved_rev.clear()
+
+    def _read_autosave_state(self) -> dict[str, Any] | None:
+        path = self.autosave_dir / AUTOSAVE_FILE
+        if not path.is_file():
+            return None
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return state if isinstance(state, dict) else None
+
+
+def _load_document(folder: Path, entry: dict[str, Any], schema: LabelSchema) -> Document:
+    """One document from its project.json entry (paths relative to ``folder``)."""
+    uid = str(entry["uid"])
+    labels_rel = entry.get("labels") or f"labels/{uid}.png"
+    image_rel = entry.get("image")
+    image = None
+    if image_rel:
+        pixels = read_png_exact(folder / image_rel)
+        spacing = entry.get("pixel_spacing")
+        source = entry.get("source")
+        image = UltrasoundImage(
+            pixels,
+            source=Path(source) if source else None,
+            was_color=bool(entry.get("was_color", False)),
+            pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing else None,
+        )
+    labels_path = folder / labels_rel
+    if labels_path.exists() and not is_temp_name(labels_path):
+        labels = LabelMap(read_png_exact(labels_path))
+    elif image is not None:
+        labels = LabelMap.empty(image.height, image.width)
+    elif entry.get("shape"):
+        labels = LabelMap.empty(int(entry["shape"][0]), int(entry["shape"][1]))
+    else:
+        raise UsgenError("its label map is missing")
+    return Document(
+        labels=labels,
+        schema=schema,
+        image=image,
+        name=str(entry.get("name") or uid),
+        tags=dict(entry.get("tags") or {}),
+        uid=uid,
+        parent=entry.get("parent"),
+        provenance=dict(entry.get("provenance") or {}),
+    )
