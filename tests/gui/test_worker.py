@@ -241,3 +241,20 @@ def test_shutdown_all_cancels_running_tasks(qtbot):
     assert handle in active_tasks()
     assert shutdown_all(5000)
     assert handle.thread.isFinished()
+
+
+def test_items_stream_before_finished(qtbot):
+    from usgen_desktop.gui.worker import run_task
+
+    def batch(n, *, progress, cancel, on_result):
+        for i in range(n):
+            on_result(i * 10)
+            progress(Progress(i + 1, n))
+        return n
+
+    events: list = []
+    handle = run_task(None, batch, 3, item_kwarg="on_result", on_item=events.append)
+    handle.finished.connect(lambda v: events.append(("finished", v)))
+    with qtbot.waitSignal(handle.finished, timeout=5000):
+        pass
+    assert events == [0, 10, 20, ("finished", 3)]

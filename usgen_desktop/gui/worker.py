@@ -102,6 +102,8 @@ class TaskWorker(QObject):
     Exactly one of ``finished`` (the return value), ``failed`` (one sentence) or ``cancelled``
     (what was finished: the return value, or None when the task raised ``Cancelled``) is
     emitted, always after the last ``progress``; ``ended`` follows it for bookkeeping.
+    With ``item_kwarg`` the task gets a callback under that name whose every call emits
+    ``item`` (finished pieces of a batch, delivered before ``finished``).
     ``error`` carries the exception object just before ``failed`` so a caller can offer a
     fallback (e.g. retry on the CPU after an :class:`OutOfMemoryError`).
     """
@@ -113,6 +115,7 @@ class TaskWorker(QObject):
     failed = Signal(str)
     error = Signal(object)
     cancelled = Signal(object)
+    item = Signal(object)
     ended = Signal()
 
     def __init__(
@@ -121,6 +124,7 @@ class TaskWorker(QObject):
         *args: Any,
         title: str = "task",
         token: CancelToken | None = None,
+        item_kwarg: str | None = None,
         progress_interval: float = PROGRESS_INTERVAL_S,
         preview_interval: float = PREVIEW_INTERVAL_S,
         **kwargs: Any,
@@ -129,6 +133,10 @@ class TaskWorker(QObject):
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
+        if item_kwarg:
+            # the task hands over each finished item (e.g. ``run(..., on_result=)``) as it goes,
+            # so results stream into the GUI instead of arriving all at the end
+            self.kwargs[item_kwarg] = self.item.emit
         self.title = title
         self.token = token or CancelToken()
         self._progress_interval = progress_interval
@@ -211,6 +219,7 @@ class TaskHandle(QObject):
     failed = Signal(str)
     error = Signal(object)
     cancelled = Signal(object)
+    item = Signal(object)
     ended = Signal()
 
     def __init__(self, worker: TaskWorker, title: str, parent: QObject | None = None) -> None:
@@ -230,6 +239,7 @@ class TaskHandle(QObject):
         worker.started.connect(self.started)
         worker.progress.connect(self.progress)
         worker.preview.connect(self.preview)
+        worker.item.connect(self.item)
         worker.finished.connect(self._on_finished)
         worker.failed.connect(self._on_failed)
         worker.error.connect(self._on_error)
@@ -295,15 +305,21 @@ def run_task(
     on_cancelled: Callable[[Any], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_preview: Callable[[Any], None] | None = None,
+    on_item: Callable[[Any], None] | None = None,
+    item_kwarg: str | None = None,
     **kwargs: Any,
 ) -> TaskHandle:
     """Start ``fn(*args, progress=, cancel=, **kwargs)`` in a worker thread; return its handle.
 
     Without ``on_failed`` the sentence goes to ``parent.show_error`` (the main window's), or
-    to a warning box. Callbacks run in the GUI thread.
+    to a warning box. ``item_kwarg`` names the task's per-item callback argument (e.g.
+    ``"on_result"`` for ``synthesis.request.run``); each item reaches ``on_item``. Callbacks
+    run in the GUI thread.
     """
-    worker = TaskWorker(fn, *args, title=title, **kwargs)
+    worker = TaskWorker(fn, *args, title=title, item_kwarg=item_kwarg, **kwargs)
     handle = TaskHandle(worker, title)
+    if on_item is not None:
+        handle.item.connect(on_item)
     if on_done is not None:
         handle.finished.connect(on_done)
     if on_cancelled is not None:

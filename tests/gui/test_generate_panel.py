@@ -1,0 +1,311 @@
+"""The Generate panel and gallery, driven like a user would, against a fake backend.
+
+The fake backend is registered in ``synthesis.request.BACKENDS`` for the test, so these tests
+exercise the real ``run()``, the worker thread, the gallery and accept, without model weights.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import types
+
+import numpy as np
+import pytest
+
+from usgen_desktop.core.document import Document
+from usgen_desktop.core.image import UltrasoundImage
+from usgen_desktop.core.labels import LabelMap, load_preset
+from usgen_desktop.core.tasks import Progress
+from usgen_desktop.errors import Cancelled, ModelError, OutOfMemoryError
+
+pytestmark = pytest.mark.gui
+
+
+class FakeBackend:
+    """Draws each label id as a grey level plus seeded noise, in ``steps`` steps."""
+
+    name = "fake"
+    model_hash = "fakehash"
+
+    def __init__(self, request, delay: float = 0.0, fail: BaseException | None = None):
+        self.device = request.device if request.device != "auto" else "cpu"
+        self.steps_per_item = request.steps
+        self.delay = delay
+        self.fail = fail
+        self.calls: list[int] = []
+
+    def generate(self, label_map, klass, seed, request, map_index, step, cancel):
+        if self.fail is not None and self.device != "cpu":
+            raise self.fail
+        rng = np.random.default_rng(seed)
+        base = (label_map.data.astype(np.float32) * 60 + 40)
+        for i in range(self.steps_per_item):
+            if cancel.cancelled:
+                raise Cancelled("stopped")
+            if self.delay:
+                time.sleep(self.delay)
+            img = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+            step(Progress(i + 1, self.steps_per_item, "", img))
+        self.calls.append(seed)
+        return img
+
+
+@pytest.fixture
+def fake_backend(monkeypatch):
+    """Registers the fake under every backend name; returns its settings to tweak per test."""
+    from usgen_desktop.synthesis import request as req_mod
+
+    settings = {"delay": 0.0, "fail": None, "loaded": []}
+    mod = types.ModuleType("usgen_fake_backend")
+
+    def load(request):
+        if settings["fail"] is not None and isinstance(settings["fail"], ModelError) \
+                and request.backend != "speckle":
+            raise settings["fail"]
+        b = FakeBackend(request, settings["delay"],
+                        settings["fail"] if not isinstance(settings["fail"], ModelError) else None)
+        settings["loaded"].append(request)
+        return b
+
+    mod.load = load
+    monkeypatch.setitem(sys.modules, "usgen_fake_backend", mod)
+    for name in list(req_mod.BACKENDS):
+        monkeypatch.setitem(req_mod.BACKENDS, name, "usgen_fake_backend")
+    return settings
+
+
+class StubProject:
+    def __init__(self, docs, schema):
+        self.documents = list(docs)
+        self.schema = schema
+
+
+def make_window(docs):
+    """A bare main window offering the API the real one promises to panels."""
+    from PySide6.QtCore import Signal
+    from PySide6.QtWidgets import QLabel, QMainWindow
+
+    class StubWindow(QMainWindow):
+        currentDocumentChanged = Signal(object)
+
+        def __init__(self):
+            super().__init__()
+            self.project = StubProject(docs, docs[0].schema)
+            self._current = docs[0]
+            self.errors: list[str] = []
+            self.canvas = QLabel("canvas")
+            self.setCentralWidget(self.canvas)
+
+        def current_document(self):
+            return self._current
+
+        def add_documents(self, new, select=True):
+            self.project.documents.extend(new)
+
+        def show_error(self, msg):
+            self.errors.append(msg)
+
+    return StubWindow()
+
+
+def lesion_doc(name="case1", klass="benign", seed=0):
+    from tests.conftest import lesion_pair
+
+    img, mask = lesion_pair(48, 64, seed=seed)
+    schema = load_preset("busi")
+    return Document(labels=LabelMap((mask > 0).astype(np.uint8)), schema=schema,
+                    image=UltrasoundImage(img), name=name, tags={"class": klass})
+
+
+@pytest.fixture
+def setup(qtbot, fake_backend):
+    from usgen_desktop.gui.panels import generate
+
+    docs = [lesion_doc("case1", "benign", 0), lesion_doc("case2", "malignant", 1)]
+    window = make_window(docs)
+    qtbot.addWidget(window)
+    panel = generate.install(window)
+    window.show()
+    panel.backend.setCurrentIndex(panel.backend.findData("speckle"))
+    return window, panel, docs, fake_backend
+
+
+def wait_done(qtbot, panel, timeout=10_000):
+    qtbot.waitUntil(lambda: not panel.running, timeout=timeout)
+
+
+def test_generate_fills_gallery_with_exact_label_maps(qtbot, setup):
+    window, panel, docs, _ = setup
+    panel.count.setValue(3)
+    qtbot.mouseClick(panel.generate_button, __import__("PySide6.QtCore").QtCore.Qt.LeftButton)
+    wait_done(qtbot, panel)
+    items = list(panel.gallery.items.values())
+    assert len(items) == 3
+    for it in items:
+        assert it.source is docs[0]
+        assert it.result.label_map == docs[0].labels
+        assert it.result.image.shape == docs[0].shape and it.result.image.dtype == np.uint8
+    assert len({it.seed for it in items}) == 3  # each item its own seed
+    # the compare view shows the selected item large: real, generated, label map
+    assert panel.gallery.generated_pane.image() is not None
+    assert panel.gallery.real_pane.image() is not None
+    assert panel.preview.image() is not None  # the live preview got the denoising image
+    assert not window.errors
+
+
+def test_accept_creates_document_with_provenance(qtbot, setup):
+    window, panel, docs, _ = setup
+    panel.count.setValue(2)
+    panel.seed.setValue(1234)
+    panel.generate()
+    wait_done(qtbot, panel)
+    before = len(window.project.documents)
+    item = next(iter(panel.gallery.items.values()))
+    panel.gallery.select(item)
+    with qtbot.waitSignal(panel.gallery.accepted, timeout=2000) as blocker:
+        qtbot.mouseClick(panel.gallery.accept_button,
+                         __import__("PySide6.QtCore").QtCore.Qt.LeftButton)
+    doc = blocker.args[0]
+    assert len(window.project.documents) == before + 1
+    assert window.project.documents[-1] is doc
+    assert doc.parent == docs[0].uid
+    assert doc.tags.get("class") == "benign"
+    assert doc.provenance["seed"] == item.seed and doc.provenance["base_seed"] == 1234
+    assert doc.provenance["backend"] == "speckle"
+    assert np.array_equal(doc.image.pixels, item.result.image)
+    assert doc.labels == docs[0].labels and doc.labels.data is not docs[0].labels.data
+    # accepting twice does not add a second copy
+    panel.gallery.accept(item)
+    assert len(window.project.documents) == before + 1
+
+
+def test_scope_all_and_class_per_document(qtbot, setup):
+    window, panel, docs, fake = setup
+    panel.scope.setCurrentIndex(panel.scope.findData("all"))
+    panel.count.setValue(1)
+    panel.generate()
+    wait_done(qtbot, panel)
+    items = sorted(panel.gallery.items.values(), key=lambda i: i.result.index)
+    assert [i.source.name for i in items] == ["case1", "case2"]
+    assert [i.klass for i in items] == ["benign", "malignant"]
+    assert fake["loaded"][-1].classes == ["benign", "malignant"]
+
+
+def test_cancel_keeps_finished_images_and_thread_ends(qtbot, setup):
+    window, panel, docs, fake = setup
+    fake["delay"] = 0.02
+    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
+    panel.model_dir.setText("")
+    panel.steps.setValue(10)
+    panel.count.setValue(50)
+    handle = panel.generate()
+    assert handle is not None
+    qtbot.waitUntil(lambda: len(panel.gallery.items) >= 1, timeout=10_000)
+    panel.cancel()
+    with qtbot.waitSignal(handle.cancelled, timeout=5000) as blocker:
+        pass
+    assert handle.wait(5000) and handle.thread.isFinished()
+    kept = blocker.args[0]
+    assert 1 <= len(kept) < 50
+    qtbot.wait(50)
+    assert len(panel.gallery.items) == len(kept)
+    wait_done(qtbot, panel)
+    assert panel.generate_button.isEnabled()
+
+
+def test_canvas_edits_during_generation_do_not_change_the_result(qtbot, setup):
+    window, panel, docs, fake = setup
+    fake["delay"] = 0.01
+    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
+    panel.model_dir.setText("")
+    panel.steps.setValue(5)
+    panel.count.setValue(3)
+    original = docs[0].labels.copy()
+    panel.generate()
+    docs[0].paint_disk((5, 5), 4, 1)  # the user keeps painting meanwhile
+    wait_done(qtbot, panel)
+    for it in panel.gallery.items.values():
+        assert it.result.label_map == original
+
+
+def test_out_of_memory_offers_the_cpu(qtbot, setup):
+    window, panel, docs, fake = setup
+    fake["fail"] = OutOfMemoryError("The GPU ran out of memory.")
+    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
+    panel.model_dir.setText("")
+    panel.steps.setValue(2)
+    panel.count.setValue(1)
+    panel.device.setCurrentText("cuda")
+    asked: list[str] = []
+    panel.ask = lambda q: asked.append(q) or True
+    panel.generate()
+    qtbot.waitUntil(lambda: len(panel.gallery.items) == 1, timeout=10_000)
+    assert asked and "Try again on the CPU?" in asked[0] and "out of memory" in asked[0]
+    assert fake["loaded"][-1].device == "cpu"
+    assert not window.errors
+
+
+def test_missing_model_offers_speckle_or_shows_one_sentence(qtbot, setup):
+    window, panel, docs, fake = setup
+    fake["fail"] = ModelError("The sdm model folder holds no weights.")
+    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
+    panel.model_dir.setText("")
+    panel.ask = lambda q: False  # the user declines the fallback
+    panel.generate()
+    wait_done(qtbot, panel)
+    qtbot.wait(50)
+    assert not panel.gallery.items
+    panel.ask = lambda q: True
+    panel.generate()
+    qtbot.waitUntil(lambda: len(panel.gallery.items) >= 1, timeout=10_000)
+    assert fake["loaded"][-1].backend == "speckle"
+
+
+def test_missing_model_folder_is_one_sentence(qtbot, setup, tmp_path):
+    window, panel, docs, fake = setup
+    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
+    panel.model_dir.setText(str(tmp_path / "nope"))
+    assert panel.generate() is None
+    assert window.errors and "does not exist" in window.errors[0]
+
+
+def test_regenerate_replaces_item_with_new_seed(qtbot, setup):
+    window, panel, docs, _ = setup
+    panel.count.setValue(1)
+    panel.generate()
+    wait_done(qtbot, panel)
+    (item,) = panel.gallery.items.values()
+    old_seed = item.seed
+    panel.gallery.select(item)
+    qtbot.mouseClick(panel.gallery.regenerate_button,
+                     __import__("PySide6.QtCore").QtCore.Qt.LeftButton)
+    qtbot.waitUntil(lambda: item.seed != old_seed, timeout=10_000)
+    wait_done(qtbot, panel)
+    assert len(panel.gallery.items) == 1
+    assert item.result.label_map == docs[0].labels
+
+
+def test_reject_removes_item_and_its_empty_group(qtbot, setup):
+    window, panel, docs, _ = setup
+    panel.count.setValue(1)
+    panel.generate()
+    wait_done(qtbot, panel)
+    assert panel.gallery.list.count() == 2  # label-map header + one result
+    (item,) = panel.gallery.items.values()
+    panel.gallery.select(item)
+    panel.gallery.reject_selected()
+    assert not panel.gallery.items
+    assert panel.gallery.list.count() == 0
+
+
+def test_nothing_open_is_one_sentence(qtbot, fake_backend):
+    from usgen_desktop.gui.panels import generate
+
+    window = make_window([lesion_doc()])
+    window._current = None
+    window.project.documents = []
+    qtbot.addWidget(window)
+    panel = generate.install(window)
+    assert panel.generate() is None
+    assert window.errors == ["Open or paint a label map first; there is nothing to generate from."]

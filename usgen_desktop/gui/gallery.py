@@ -1,0 +1,491 @@
+"""The gallery of generated images: compare each with its label map, accept, reject, redo.
+
+Results are grouped beside the label map they were made from: the first tile of each group is
+that label map, the tiles after it are its generated images. Clicking a tile shows it large,
+side by side with the real image and the label map. An accepted result becomes a new
+``Document`` (image = generated, labels = the exact label map, parent = the source's uid,
+provenance = how it was made), so the editor's export writes the pair with its provenance.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QImage, QKeySequence, QPainter, QPixmap, QShortcut
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QHBoxLayout,
+    QListView,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSizePolicy,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from usgen_desktop.core.document import Document
+from usgen_desktop.core.image import UltrasoundImage
+from usgen_desktop.core.labels import LabelSchema
+
+THUMB = 112
+_ROLE_ID = Qt.ItemDataRole.UserRole + 1  # GalleryItem.id; None on a label-map header tile
+_ROLE_KEY = Qt.ItemDataRole.UserRole + 2  # uid of the source document (the group)
+_ids = itertools.count(1)
+
+
+# -- pictures -------------------------------------------------------------------------------
+def gray_to_qimage(gray: np.ndarray) -> QImage:
+    """A deep-copied QImage of a uint8 HxW array (the array may be freed afterwards)."""
+    g = np.ascontiguousarray(gray, dtype=np.uint8)
+    h, w = g.shape
+    return QImage(g.data, w, h, g.strides[0], QImage.Format.Format_Grayscale8).copy()
+
+
+def rgb_to_qimage(rgb: np.ndarray) -> QImage:
+    a = np.ascontiguousarray(rgb, dtype=np.uint8)
+    h, w = a.shape[:2]
+    return QImage(a.data, w, h, a.strides[0], QImage.Format.Format_RGB888).copy()
+
+
+def label_outline(labels: np.ndarray) -> np.ndarray:
+    """True on pixels whose right or lower neighbour has another label id (thin borders)."""
+    edge = np.zeros(labels.shape, bool)
+    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
+    return edge
+
+
+def label_colors(labels: np.ndarray, schema: LabelSchema | None) -> np.ndarray:
+    """RGB rendering of a label map with the schema's colours (grey levels without one)."""
+    if schema is not None:
+        lut = schema.lut()[:, :3].copy()
+    else:
+        lut = np.zeros((256, 3), np.uint8)
+        lut[1:] = np.linspace(80, 255, 255, dtype=np.uint8)[:, None]
+    return lut[labels]
+
+
+def overlay_outline(
+    gray: np.ndarray, labels: np.ndarray, schema: LabelSchema | None
+) -> np.ndarray:
+    """The image in RGB with each label's border drawn in its colour (background borders
+    of the sector drawn too, so the fan edge shows)."""
+    rgb = np.repeat(np.asarray(gray, np.uint8)[..., None], 3, axis=2)
+    if labels.shape != rgb.shape[:2]:
+        return rgb
+    edge = label_outline(labels)
+    colors = label_colors(labels, schema)
+    # a border pixel takes the colour of the brighter side so lesion edges stay visible
+    shifted = np.maximum(labels, np.pad(labels, ((0, 1), (0, 1)), mode="edge")[1:, 1:])
+    colors_b = label_colors(shifted, schema)
+    use = np.where(colors.sum(-1, keepdims=True) >= colors_b.sum(-1, keepdims=True),
+                   colors, colors_b)
+    use[use.sum(-1) == 0] = (255, 255, 0)
+    rgb[edge] = use[edge]
+    return rgb
+
+
+class ImagePane(QWidget):
+    """Paints one image scaled to fit (aspect kept) with a caption above it."""
+
+    def __init__(self, caption: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.caption = caption
+        self._image: QImage | None = None
+        self._placeholder = ""
+        self.setMinimumSize(96, 96)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def set_image(self, image: QImage | np.ndarray | None, placeholder: str = "") -> None:
+        if isinstance(image, np.ndarray):
+            image = gray_to_qimage(image) if image.ndim == 2 else rgb_to_qimage(image)
+        self._image = image
+        self._placeholder = placeholder
+        self.update()
+
+    def image(self) -> QImage | None:
+        return self._image
+
+    def paintEvent(self, _event: Any) -> None:  # noqa: N802 - Qt API
+        p = QPainter(self)
+        pal = self.palette()
+        p.fillRect(self.rect(), pal.window())
+        fm = p.fontMetrics()
+        top = 0
+        if self.caption:
+            p.setPen(pal.windowText().color())
+            p.drawText(0, 0, self.width(), fm.height(), Qt.AlignmentFlag.AlignCenter, self.caption)
+            top = fm.height() + 2
+        area = QRectF(0, top, self.width(), max(1, self.height() - top))
+        p.fillRect(area, QColor(16, 16, 16))
+        if self._image is None or self._image.isNull():
+            p.setPen(QColor(160, 160, 160))
+            p.drawText(area, Qt.AlignmentFlag.AlignCenter, self._placeholder)
+            return
+        iw, ih = self._image.width(), self._image.height()
+        scale = min(area.width() / iw, area.height() / ih)
+        w, h = iw * scale, ih * scale
+        target = QRectF(area.x() + (area.width() - w) / 2, area.y() + (area.height() - h) / 2, w, h)
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, scale < 1)
+        p.drawImage(target, self._image)
+
+
+# -- the model of the gallery ---------------------------------------------------------------
+@dataclass
+class GalleryItem:
+    """One generated image and where it came from. ``status``: new | accepted."""
+
+    result: Any  # synthesis.request.Result
+    source: Document | None
+    schema: LabelSchema | None
+    klass: str | None = None
+    status: str = "new"
+    accepted_uid: str | None = None
+    id: int = field(default_factory=lambda: next(_ids))
+
+    @property
+    def seed(self) -> int | None:
+        return self.result.provenance.get("seed")
+
+    def source_key(self) -> str:
+        return self.source.uid if self.source is not None else "?"
+
+
+def document_from_result(item: GalleryItem) -> Document:
+    """The new document an accepted result becomes: the generated image with the exact label
+    map it was generated from, tagged with its class, linked to its source by ``parent``."""
+    res = item.result
+    src = item.source
+    schema = item.schema or (src.schema if src is not None else None)
+    if schema is None:
+        raise ValueError("a gallery item needs a schema")
+    tags: dict[str, Any] = {}
+    if item.klass:
+        tags["class"] = item.klass
+    base = src.name if src is not None else "label map"
+    backend = res.provenance.get("backend", "synthetic")
+    return Document(
+        labels=res.label_map.copy(),
+        schema=schema,
+        image=UltrasoundImage(np.array(res.image, dtype=np.uint8, copy=True)),
+        name=f"{base} · {backend} seed {item.seed}",
+        tags=tags,
+        parent=src.uid if src is not None else None,
+        provenance=dict(res.provenance),
+    )
+
+
+class GalleryWidget(QWidget):
+    """Thumbnails grouped by label map, a large compare view, and Accept / Reject / Regenerate.
+
+    ``accepted(Document)`` is emitted with each new document (the panel adds it to the
+    project); ``regenerateRequested(GalleryItem)`` asks the panel for a new seed of that item.
+    """
+
+    accepted = Signal(object)
+    regenerateRequested = Signal(object)
+    countChanged = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.items: dict[int, GalleryItem] = {}
+        self._current: int | None = None
+        self._outline = True
+
+        self.real_pane = ImagePane("Real image")
+        self.generated_pane = ImagePane("Generated")
+        self.labels_pane = ImagePane("Label map")
+        compare = QWidget()
+        cl = QHBoxLayout(compare)
+        cl.setContentsMargins(0, 0, 0, 0)
+        for pane in (self.real_pane, self.generated_pane, self.labels_pane):
+            cl.addWidget(pane, 1)
+
+        self.list = QListWidget()
+        self.list.setViewMode(QListView.ViewMode.IconMode)
+        self.list.setIconSize(QSize(THUMB, THUMB))
+        self.list.setGridSize(QSize(THUMB + 16, THUMB + 34))
+        self.list.setResizeMode(QListView.ResizeMode.Adjust)
+        self.list.setMovement(QListView.Movement.Static)
+        self.list.setWordWrap(True)
+        self.list.setUniformItemSizes(True)
+        self.list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
+        self.list.currentItemChanged.connect(self._on_current_changed)
+        self.list.itemSelectionChanged.connect(self._update_buttons)
+
+        self.outline_box = QCheckBox("Outline")
+        self.outline_box.setToolTip("Draw the label map's borders over the generated images")
+        self.outline_box.setChecked(True)
+        self.outline_box.toggled.connect(self.set_outline)
+        self.accept_button = QPushButton("Accept")
+        self.accept_button.setToolTip("Add the selected images to the project with their label "
+                                      "maps and provenance (A)")
+        self.reject_button = QPushButton("Reject")
+        self.reject_button.setToolTip("Remove the selected images from the gallery (R)")
+        self.regenerate_button = QPushButton("New seed")
+        self.regenerate_button.setToolTip("Generate the selected image again with a new seed (N)")
+        self.accept_all_button = QPushButton("Accept all")
+        self.accept_button.clicked.connect(self.accept_selected)
+        self.reject_button.clicked.connect(self.reject_selected)
+        self.regenerate_button.clicked.connect(self.regenerate_selected)
+        self.accept_all_button.clicked.connect(self.accept_all)
+        bar = QHBoxLayout()
+        bar.setContentsMargins(0, 0, 0, 0)
+        for w in (self.accept_button, self.reject_button, self.regenerate_button,
+                  self.accept_all_button):
+            bar.addWidget(w)
+        bar.addStretch(1)
+        bar.addWidget(self.outline_box)
+
+        bottom = QWidget()
+        bl = QVBoxLayout(bottom)
+        bl.setContentsMargins(0, 0, 0, 0)
+        bl.addLayout(bar)
+        bl.addWidget(self.list, 1)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(compare)
+        split.addWidget(bottom)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        split.setChildrenCollapsible(False)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.addWidget(split)
+
+        for key, slot in (("A", self.accept_selected), ("R", self.reject_selected),
+                          ("N", self.regenerate_selected), ("Delete", self.reject_selected)):
+            sc = QShortcut(QKeySequence(key), self.list)
+            sc.setContext(Qt.ShortcutContext.WidgetShortcut)
+            sc.activated.connect(slot)
+        self._update_buttons()
+
+    # -- adding ---------------------------------------------------------------------------
+    def add_result(
+        self, result: Any, source: Document | None, schema: LabelSchema | None = None,
+        klass: str | None = None, select: bool = False,
+    ) -> GalleryItem:
+        """Show ``result`` after the other images of its label map (header tile first)."""
+        item = GalleryItem(result, source, schema or (source.schema if source else None), klass)
+        self.items[item.id] = item
+        key = item.source_key()
+        row = self._group_end(key)
+        if row is None:  # a new group starts with its label map
+            self.list.addItem(self._header_tile(item))
+            row = self.list.count()
+        tile = QListWidgetItem(self._icon(item), self._caption(item))
+        tile.setData(_ROLE_ID, item.id)
+        tile.setData(_ROLE_KEY, key)
+        tile.setToolTip(self._tooltip(item))
+        self.list.insertItem(row, tile)
+        if select or self.list.currentItem() is None:
+            self.list.setCurrentItem(tile)
+        self._update_buttons()
+        self.countChanged.emit(len(self.items))
+        return item
+
+    def replace_result(self, item_id: int, result: Any) -> GalleryItem | None:
+        """Swap in a regenerated result for an item, keeping its place."""
+        item = self.items.get(item_id)
+        if item is None:
+            return None
+        item.result = result
+        item.status = "new"
+        item.accepted_uid = None
+        tile = self._tile(item_id)
+        if tile is not None:
+            tile.setIcon(self._icon(item))
+            tile.setText(self._caption(item))
+            tile.setToolTip(self._tooltip(item))
+        if self._current == item_id:
+            self._show(item)
+        self._update_buttons()
+        return item
+
+    def clear(self) -> None:
+        self.list.clear()
+        self.items.clear()
+        self._current = None
+        for pane in (self.real_pane, self.generated_pane, self.labels_pane):
+            pane.set_image(None)
+        self._update_buttons()
+        self.countChanged.emit(0)
+
+    # -- actions --------------------------------------------------------------------------
+    def selected_items(self) -> list[GalleryItem]:
+        ids = [t.data(_ROLE_ID) for t in self.list.selectedItems()]
+        out = [self.items[i] for i in ids if i in self.items]
+        if not out and self._current in self.items:
+            out = [self.items[self._current]]
+        return out
+
+    def accept(self, item: GalleryItem) -> Document | None:
+        """Turn ``item`` into a new document (once); emits ``accepted``."""
+        if item.status == "accepted":
+            return None
+        doc = document_from_result(item)
+        item.status, item.accepted_uid = "accepted", doc.uid
+        tile = self._tile(item.id)
+        if tile is not None:
+            tile.setText(self._caption(item))
+            tile.setIcon(self._icon(item))
+        self.accepted.emit(doc)
+        self._update_buttons()
+        return doc
+
+    def accept_selected(self) -> list[Document]:
+        return [d for d in (self.accept(i) for i in self.selected_items()) if d is not None]
+
+    def accept_all(self) -> list[Document]:
+        return [d for d in (self.accept(i) for i in list(self.items.values())) if d is not None]
+
+    def reject(self, item: GalleryItem) -> None:
+        """Drop ``item`` from the gallery (an accepted document stays in the project)."""
+        tile = self._tile(item.id)
+        if tile is not None:
+            row = self.list.row(tile)
+            self.list.takeItem(row)
+        self.items.pop(item.id, None)
+        self._drop_empty_headers()
+        if self._current == item.id:
+            self._current = None
+            self._on_current_changed(self.list.currentItem(), None)
+        self._update_buttons()
+        self.countChanged.emit(len(self.items))
+
+    def reject_selected(self) -> None:
+        for item in self.selected_items():
+            self.reject(item)
+
+    def regenerate_selected(self) -> None:
+        for item in self.selected_items():
+            self.regenerateRequested.emit(item)
+
+    def set_outline(self, on: bool) -> None:
+        self._outline = bool(on)
+        for i in range(self.list.count()):
+            tile = self.list.item(i)
+            item = self.items.get(tile.data(_ROLE_ID))
+            if item is not None:
+                tile.setIcon(self._icon(item))
+        if self._current in self.items:
+            self._show(self.items[self._current])
+
+    def current_item(self) -> GalleryItem | None:
+        return self.items.get(self._current) if self._current is not None else None
+
+    def select(self, item: GalleryItem) -> None:
+        tile = self._tile(item.id)
+        if tile is not None:
+            self.list.setCurrentItem(tile)
+
+    # -- internals ------------------------------------------------------------------------
+    def _tile(self, item_id: int) -> QListWidgetItem | None:
+        for i in range(self.list.count()):
+            t = self.list.item(i)
+            if t.data(_ROLE_ID) == item_id:
+                return t
+        return None
+
+    def _group_end(self, key: str) -> int | None:
+        """Row just after the last tile of group ``key``; None when the group is new."""
+        found = None
+        for i in range(self.list.count()):
+            t = self.list.item(i)
+            if t.data(_ROLE_KEY) == key:
+                found = i + 1
+            elif found is not None:
+                break
+        return found
+
+    def _drop_empty_headers(self) -> None:
+        i = 0
+        while i < self.list.count():
+            t = self.list.item(i)
+            if t.data(_ROLE_ID) is None:  # a header: keep it only if a result follows it
+                nxt = self.list.item(i + 1)
+                if nxt is None or nxt.data(_ROLE_ID) is None:
+                    self.list.takeItem(i)
+                    continue
+            i += 1
+
+    def _header_tile(self, item: GalleryItem) -> QListWidgetItem:
+        labels = item.result.label_map.data
+        pix = QPixmap.fromImage(rgb_to_qimage(label_colors(labels, item.schema)))
+        name = item.source.name if item.source is not None else "label map"
+        tile = QListWidgetItem(QIcon(_fit(pix)), f"▸ {name}")
+        tile.setData(_ROLE_KEY, item.source_key())
+        tile.setToolTip(f"The label map '{name}'; its generated images follow")
+        tile.setFlags(Qt.ItemFlag.ItemIsEnabled)  # a header cannot be selected or accepted
+        tile.setForeground(QColor(120, 170, 255))
+        return tile
+
+    def _icon(self, item: GalleryItem) -> QIcon:
+        img = np.asarray(item.result.image, np.uint8)
+        if self._outline:
+            q = rgb_to_qimage(overlay_outline(img, item.result.label_map.data, item.schema))
+        else:
+            q = gray_to_qimage(img)
+        pix = _fit(QPixmap.fromImage(q))
+        if item.status == "accepted":
+            p = QPainter(pix)
+            p.setRenderHint(QPainter.RenderHint.Antialiasing)
+            p.setBrush(QColor(40, 170, 80))
+            p.setPen(Qt.PenStyle.NoPen)
+            p.drawEllipse(pix.width() - 22, 4, 18, 18)
+            p.setPen(QColor(255, 255, 255))
+            p.drawText(QRectF(pix.width() - 22, 4, 18, 18), Qt.AlignmentFlag.AlignCenter, "✓")
+            p.end()
+        return QIcon(pix)
+
+    def _caption(self, item: GalleryItem) -> str:
+        mark = "✓ " if item.status == "accepted" else ""
+        return f"{mark}seed {item.seed}"
+
+    def _tooltip(self, item: GalleryItem) -> str:
+        prov = item.result.provenance
+        src = item.source.name if item.source is not None else "?"
+        return (f"{src}: {prov.get('backend')} seed {prov.get('seed')}, "
+                f"{prov.get('steps')} steps, class {item.klass or '-'}, "
+                f"{prov.get('seconds', 0):.2f} s on {prov.get('device')}")
+
+    def _on_current_changed(self, cur: QListWidgetItem | None, _prev: Any) -> None:
+        item_id = cur.data(_ROLE_ID) if cur is not None else None
+        self._current = item_id if item_id in self.items else None
+        if self._current is not None:
+            self._show(self.items[self._current])
+        self._update_buttons()
+
+    def _show(self, item: GalleryItem) -> None:
+        gen = np.asarray(item.result.image, np.uint8)
+        labels = item.result.label_map.data
+        src_img = item.source.image if item.source is not None else None
+        if src_img is not None:
+            self.real_pane.set_image(src_img.to_uint8())
+        else:
+            self.real_pane.set_image(None, "no real image\n(painted label map)")
+        self.generated_pane.set_image(
+            overlay_outline(gen, labels, item.schema) if self._outline else gen
+        )
+        self.generated_pane.caption = f"Generated · seed {item.seed}"
+        self.generated_pane.update()
+        self.labels_pane.set_image(label_colors(labels, item.schema))
+
+    def _update_buttons(self) -> None:
+        has = bool(self.selected_items())
+        for b in (self.accept_button, self.reject_button, self.regenerate_button):
+            b.setEnabled(has)
+        self.accept_all_button.setEnabled(
+            any(i.status != "accepted" for i in self.items.values())
+        )
+
+
+def _fit(pix: QPixmap) -> QPixmap:
+    return pix.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
+                      Qt.TransformationMode.SmoothTransformation)
+

@@ -1,0 +1,477 @@
+"""The Generate dock: make synthetic ultrasound images for label maps, in a worker thread.
+
+The panel turns its form into a ``GenerationRequest`` over copies of the chosen label maps
+(so painting on the canvas meanwhile cannot change what is generated), runs
+``synthesis.request.run`` through the generic worker, streams each finished result into the
+gallery dock, and shows the image as it denoises. Cancel (Esc) stops within one step and keeps
+what was finished. Errors arrive as one sentence; out-of-memory and model errors offer a
+fallback (the CPU, or the speckle simulator).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from usgen_desktop.core.document import Document
+from usgen_desktop.core.labels import LabelSchema
+from usgen_desktop.errors import ModelError, OutOfMemoryError, UsgenError
+from usgen_desktop.gui.gallery import GalleryItem, GalleryWidget, ImagePane
+from usgen_desktop.gui.worker import TaskHandle, TaskProgressWidget, run_task
+
+BACKEND_LABELS = {
+    "speckle": "Speckle simulator (no model needed)",
+    "sdm": "Semantic diffusion model (sdm)",
+    "controlnet": "Stable Diffusion + ControlNet",
+}
+SCOPES = {
+    "current": "Current image",
+    "selected": "Selected images",
+    "all": "All label maps in the project",
+}
+FROM_IMAGE = "(each image's own class)"
+NO_CLASS = "(no class)"
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+
+
+def default_model_dir(backend: str) -> str:
+    """The folder a backend uses when the user picks none: sdm's shipped default model."""
+    if backend == "sdm":
+        from usgen_desktop.paths import models_dir
+
+        folder = models_dir() / "sdm-default"
+        if folder.exists():
+            return str(folder)
+    return ""
+
+
+def available_devices() -> list[str]:
+    """Devices to offer; asks ``synthesis.devices`` when it is there (it may import torch,
+    so only when the panel is built, never at module import)."""
+    try:
+        from usgen_desktop.synthesis import devices  # type: ignore[attr-defined]
+    except ImportError:
+        return list(DEVICES)
+    for name in ("available_devices", "available", "list_devices"):
+        fn = getattr(devices, name, None)
+        if callable(fn):
+            try:
+                found = [str(d) for d in fn()]
+            except Exception:  # noqa: BLE001 - a broken driver must not stop the panel
+                return list(DEVICES)
+            return ["auto", *[d for d in found if d != "auto"]]
+    return list(DEVICES)
+
+
+def generate_task(request: Any, *, progress: Any, cancel: Any, on_result: Any = None) -> list:
+    """The long task the worker runs (imports the synthesis engine only in the thread)."""
+    from usgen_desktop.synthesis.request import run
+
+    return run(request, progress, cancel, on_result=on_result)
+
+
+class GeneratePanel(QWidget):
+    """The form, Generate button, progress with ETA, and live preview."""
+
+    def __init__(self, window: QMainWindow, gallery: GalleryWidget) -> None:
+        super().__init__()
+        self.setObjectName("GeneratePanel")
+        self.window_ = window
+        self.gallery = gallery
+        self.handle: TaskHandle | None = None
+        self._sources: list[Document] = []
+        self._classes: list[str | None] = []
+        self._regen_item: GalleryItem | None = None
+        self._last_request: Any = None
+        self._last_exception: BaseException | None = None
+        self._model_dirs: dict[str, str] = {}
+        self.ask = self._ask_user  # replaced in tests
+
+        self.backend = QComboBox()
+        for key, text in BACKEND_LABELS.items():
+            self.backend.addItem(text, key)
+        self.model_dir = QLineEdit()
+        self.model_button = QToolButton()
+        self.model_button.setText("…")
+        self.model_button.setToolTip("Choose the model folder")
+        self.model_button.clicked.connect(self._pick_model)
+        model_row = QHBoxLayout()
+        model_row.setContentsMargins(0, 0, 0, 0)
+        model_row.addWidget(self.model_dir, 1)
+        model_row.addWidget(self.model_button)
+
+        self.klass = QComboBox()
+        self.klass.setToolTip("The image class to generate (e.g. benign or malignant)")
+        self.prompt = QLineEdit()
+        self.prompt.setPlaceholderText("e.g. breast ultrasound, benign lesion")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setToolTip("The same seed and settings give the same images")
+        self.dice = QToolButton()
+        self.dice.setText("🎲")
+        self.dice.setToolTip("A random seed")
+        self.dice.clicked.connect(self.randomize_seed)
+        seed_row = QHBoxLayout()
+        seed_row.setContentsMargins(0, 0, 0, 0)
+        seed_row.addWidget(self.seed, 1)
+        seed_row.addWidget(self.dice)
+        self.steps = QSpinBox()
+        self.steps.setRange(1, 1000)
+        self.steps.setValue(25)
+        self.steps.setToolTip("Sampler steps: more is slower and usually cleaner")
+        self.guidance = QDoubleSpinBox()
+        self.guidance.setRange(0.0, 30.0)
+        self.guidance.setSingleStep(0.5)
+        self.guidance.setValue(1.0)
+        self.guidance.setToolTip("How strongly the class or prompt steers the image (1 = off)")
+        self.strength = QDoubleSpinBox()
+        self.strength.setRange(0.0, 1.0)
+        self.strength.setSingleStep(0.05)
+        self.strength.setValue(0.3)
+        self.strength.setToolTip("Refinement strength of the img2img pass")
+        self.count = QSpinBox()
+        self.count.setRange(1, 256)
+        self.count.setValue(4)
+        self.count.setToolTip("Images to generate for each label map")
+        self.device = QComboBox()
+        self.device.addItems(available_devices())
+        self.scope = QComboBox()
+        for key, text in SCOPES.items():
+            self.scope.addItem(text, key)
+
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("Backend", self.backend)
+        form.addRow("Model", model_row)
+        form.addRow("Class", self.klass)
+        form.addRow("Prompt", self.prompt)
+        form.addRow("Seed", seed_row)
+        form.addRow("Steps", self.steps)
+        form.addRow("Guidance", self.guidance)
+        form.addRow("Strength", self.strength)
+        form.addRow("Images each", self.count)
+        form.addRow("Device", self.device)
+        form.addRow("For", self.scope)
+        self._form = form
+
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.setToolTip("Generate images for the chosen label maps (Ctrl+G)")
+        self.generate_button.setDefault(True)
+        self.generate_button.clicked.connect(self.generate)
+        self.progress = TaskProgressWidget()
+        self.preview = ImagePane("Preview")
+        self.preview.setMinimumHeight(140)
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(6, 6, 6, 6)
+        lay.addLayout(form)
+        lay.addWidget(self.generate_button)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.preview, 1)
+
+        self.backend.currentIndexChanged.connect(self._backend_changed)
+        gallery.regenerateRequested.connect(self.regenerate)
+        gallery.accepted.connect(self._add_accepted)
+
+        self.shortcut_generate = QShortcut(QKeySequence("Ctrl+G"), window)
+        self.shortcut_generate.activated.connect(self.generate)
+        self.shortcut_cancel = QShortcut(QKeySequence(Qt.Key.Key_Escape), window)
+        self.shortcut_cancel.activated.connect(self.cancel)
+        self.shortcut_cancel.setEnabled(False)  # Esc belongs to the canvas tools when idle
+
+        sig = getattr(window, "currentDocumentChanged", None)
+        if sig is not None:
+            sig.connect(lambda _doc: self.refresh_classes())
+        self._backend_changed()
+        self.refresh_classes()
+
+    # -- form -----------------------------------------------------------------------------
+    @property
+    def backend_name(self) -> str:
+        return str(self.backend.currentData())
+
+    def randomize_seed(self) -> None:
+        self.seed.setValue(random.randrange(0, 2**31 - 1))
+
+    def _pick_model(self) -> None:
+        start = self.model_dir.text() or default_model_dir("sdm") or str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Choose the model folder", start)
+        if folder:
+            self.model_dir.setText(folder)
+
+    def _backend_changed(self, *_: Any) -> None:
+        name = self.backend_name
+        prev = getattr(self, "_shown_backend", None)
+        if prev is not None:
+            self._model_dirs[prev] = self.model_dir.text()
+        self._shown_backend = name
+        needs_model = name != "speckle"
+        diffusion = name in ("sdm", "controlnet")
+        self.model_dir.setEnabled(needs_model)
+        self.model_button.setEnabled(needs_model)
+        self.model_dir.setText(self._model_dirs.get(name) or default_model_dir(name))
+        self.model_dir.setPlaceholderText(
+            {"speckle": "not needed", "sdm": "a trained sdm model folder",
+             "controlnet": "folder with Stable Diffusion 1.5 + ControlNet"}[name]
+        )
+        self.steps.setEnabled(diffusion)
+        self.guidance.setEnabled(diffusion)
+        self.strength.setEnabled(name == "controlnet")
+        self.prompt.setEnabled(name == "controlnet")
+        self.device.setEnabled(diffusion)
+        self._set_row_visible(self.prompt, name == "controlnet")
+        self._set_row_visible(self.strength, name == "controlnet")
+
+    def _set_row_visible(self, field: QWidget, visible: bool) -> None:
+        label = self._form.labelForField(field)
+        field.setVisible(visible)
+        if label is not None:
+            label.setVisible(visible)
+
+    def _schema(self) -> LabelSchema | None:
+        doc = self._current_document()
+        if doc is not None:
+            return doc.schema
+        project = getattr(self.window_, "project", None)
+        return getattr(project, "schema", None)
+
+    def refresh_classes(self) -> None:
+        """Offer the schema's classes (kept selection when it still exists)."""
+        keep = self.klass.currentText()
+        schema = self._schema()
+        classes = list(schema.classes) if schema is not None else []
+        self.klass.blockSignals(True)
+        self.klass.clear()
+        self.klass.addItem(FROM_IMAGE, "__doc__")
+        for c in classes:
+            self.klass.addItem(c, c)
+        self.klass.addItem(NO_CLASS, None)
+        idx = self.klass.findText(keep)
+        self.klass.setCurrentIndex(idx if idx >= 0 else 0)
+        self.klass.blockSignals(False)
+
+    # -- which label maps -----------------------------------------------------------------
+    def _current_document(self) -> Document | None:
+        fn = getattr(self.window_, "current_document", None)
+        return fn() if callable(fn) else None
+
+    def target_documents(self) -> list[Document]:
+        scope = self.scope.currentData()
+        current = self._current_document()
+        if scope == "all":
+            project = getattr(self.window_, "project", None)
+            docs = list(getattr(project, "documents", []) or [])
+            # generated images are results, not label maps waiting for images
+            docs = [d for d in docs if not d.provenance]
+            return docs or ([current] if current is not None else [])
+        if scope == "selected":
+            fn = getattr(self.window_, "selected_documents", None)
+            docs = list(fn()) if callable(fn) else []
+            return docs or ([current] if current is not None else [])
+        return [current] if current is not None else []
+
+    def _class_for(self, doc: Document) -> str | None:
+        choice = self.klass.currentData()
+        if choice == "__doc__":
+            return doc.klass
+        return choice
+
+    def build_request(self, docs: list[Document], seed: int | None = None,
+                      count: int | None = None, device: str | None = None,
+                      backend: str | None = None) -> Any:
+        """A GenerationRequest over copies of the documents' label maps."""
+        from usgen_desktop.synthesis.request import GenerationRequest
+
+        if not docs:
+            raise UsgenError("Open or paint a label map first; there is nothing to generate from.")
+        backend = backend or self.backend_name
+        diffusion = backend in ("sdm", "controlnet")
+        model = self.model_dir.text().strip() if backend == self.backend_name else ""
+        if backend != "speckle" and model and not Path(model).is_dir():
+            raise ModelError(f"The model folder '{model}' does not exist.")
+        return GenerationRequest(
+            label_maps=[d.labels.copy() for d in docs],
+            schema=docs[0].schema,
+            backend=backend,
+            model_dir=(model or None) if backend != "speckle" else None,
+            classes=[self._class_for(d) for d in docs],
+            prompt=(self.prompt.text().strip() or None) if backend == "controlnet" else None,
+            seed=int(self.seed.value()) if seed is None else int(seed),
+            steps=int(self.steps.value()) if diffusion else 1,
+            guidance=float(self.guidance.value()),
+            strength=float(self.strength.value()),
+            count=int(self.count.value()) if count is None else int(count),
+            device=device or (self.device.currentText() if diffusion else "cpu"),
+        )
+
+    # -- running --------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.handle is not None and self.handle.running
+
+    def generate(self) -> TaskHandle | None:
+        """Start generating for the chosen label maps (Ctrl+G)."""
+        if self.running:
+            return None
+        docs = self.target_documents()
+        try:
+            request = self.build_request(docs)
+            request.validate()
+        except UsgenError as exc:
+            self._show_error(str(exc))
+            return None
+        self._regen_item = None
+        return self._start(request, docs)
+
+    def regenerate(self, item: GalleryItem) -> TaskHandle | None:
+        """Generate one gallery item again with a new seed, replacing it in place."""
+        if self.running or item.source is None:
+            return None
+        prov = item.result.provenance
+        src = item.source
+        try:
+            request = self.build_request([src], seed=random.randrange(0, 2**31 - 1), count=1,
+                                         backend=prov.get("backend") or None)
+        except UsgenError as exc:
+            self._show_error(str(exc))
+            return None
+        # the same label map the item was made from, and the class it was made for
+        request.label_maps = [item.result.label_map.copy()]
+        request.classes = [item.klass]
+        if prov.get("model_dir"):
+            request.model_dir = prov["model_dir"]
+        self._regen_item = item
+        return self._start(request, [src])
+
+    def _start(self, request: Any, docs: list[Document]) -> TaskHandle:
+        self._sources = list(docs)
+        self._classes = list(request.classes or [None] * len(docs))
+        self._last_request = request
+        self._last_exception = None
+        self.preview.set_image(None, "waiting for the first step…")
+        n = request.total
+        self.handle = run_task(
+            self, generate_task, request, title="generate",
+            item_kwarg="on_result", on_item=self._on_result,
+            on_preview=self._on_preview, on_failed=self._on_failed,
+        )
+        self.handle.error.connect(self._remember_error)
+        self.handle.ended.connect(self._on_ended)
+        what = "label map" if len(docs) == 1 else "label maps"
+        self.progress.attach(self.handle, f"Generating {n} image{'s' if n != 1 else ''} for "
+                                          f"{len(docs)} {what}…")
+        self.generate_button.setEnabled(False)
+        self.shortcut_cancel.setEnabled(True)
+        return self.handle
+
+    def cancel(self) -> None:
+        """Stop after the current step (Esc); finished images stay in the gallery."""
+        if self.running:
+            self.progress.cancel()
+
+    def _on_preview(self, image: Any) -> None:
+        self.preview.set_image(image)
+
+    def _on_result(self, result: Any) -> None:
+        src = self._sources[result.source_index] if result.source_index < len(
+            self._sources) else None
+        klass = self._classes[result.source_index] if result.source_index < len(
+            self._classes) else None
+        if self._regen_item is not None and self._regen_item.id in self.gallery.items:
+            self.gallery.replace_result(self._regen_item.id, result)
+            self.gallery.select(self._regen_item)
+            return
+        self.gallery.add_result(result, src, src.schema if src else None, klass)
+        self._raise_gallery()
+
+    def _raise_gallery(self) -> None:
+        dock = self.gallery.parentWidget()
+        if isinstance(dock, QDockWidget) and not dock.isVisible():
+            dock.show()
+
+    def _remember_error(self, exc: object) -> None:
+        self._last_exception = exc if isinstance(exc, BaseException) else None
+
+    def _on_failed(self, sentence: str) -> None:
+        exc = self._last_exception
+        req = self._last_request
+        # run on after the dialog: a fallback starts a new task once this one has ended
+        if isinstance(exc, OutOfMemoryError) and req is not None and req.device != "cpu":
+            if self.ask(f"{sentence}\n\nTry again on the CPU?"):
+                req.device = "cpu"
+                self._retry(req)
+            return
+        if isinstance(exc, ModelError) and req is not None and req.backend != "speckle":
+            if self.ask(f"{sentence}\n\nUse the speckle simulator instead (it needs no model)?"):
+                req.backend, req.model_dir, req.steps = "speckle", None, 1
+                self._retry(req)
+            return
+        self._show_error(sentence)
+
+    def _retry(self, request: Any) -> None:
+        sources = list(self._sources)
+
+        def start() -> None:
+            if self.running:
+                QTimer.singleShot(50, start)
+                return
+            self._start(request, sources)
+
+        QTimer.singleShot(0, start)
+
+    def _on_ended(self) -> None:
+        self.generate_button.setEnabled(True)
+        self.shortcut_cancel.setEnabled(False)
+
+    def _add_accepted(self, doc: Document) -> None:
+        add = getattr(self.window_, "add_documents", None)
+        if callable(add):
+            add([doc], select=False)
+
+    # -- talking to the user --------------------------------------------------------------
+    def _show_error(self, sentence: str) -> None:
+        show = getattr(self.window_, "show_error", None)
+        if callable(show):
+            show(sentence)
+        else:
+            QMessageBox.warning(self.window_, "Generate", sentence)
+
+    def _ask_user(self, question: str) -> bool:
+        answer = QMessageBox.question(self.window_, "Generate", question)
+        return answer == QMessageBox.StandardButton.Yes
+
+
+def install(window: QMainWindow) -> GeneratePanel:
+    """Add the Generate and Gallery docks to the main window."""
+    gallery = GalleryWidget()
+    gallery.setObjectName("Gallery")
+    gallery_dock = QDockWidget("Gallery", window)
+    gallery_dock.setObjectName("GalleryDock")
+    gallery_dock.setWidget(gallery)
+    panel = GeneratePanel(window, gallery)
+    dock = QDockWidget("Generate", window)
+    dock.setObjectName("GenerateDock")
+    dock.setWidget(panel)
+    window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+    window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, gallery_dock)
+    return panel
