@@ -1,0 +1,111 @@
+"""Each evaluation metric on inputs whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from usgen_desktop.evaluation.dice import dice, dice_per_label, set_dice
+from usgen_desktop.evaluation.fid import (
+    frechet_distance,
+    kernel_inception_distance,
+    random_extractor,
+    split_halves,
+)
+from usgen_desktop.evaluation.prepare import dev_split, group_folds, group_split
+from usgen_desktop.evaluation.realism import roc_auc, roc_curve
+from usgen_desktop.evaluation.speckle_stats import region_stats
+
+
+def test_dice_on_known_masks():
+    a = np.zeros((10, 10), bool)
+    b = np.zeros((10, 10), bool)
+    a[:, :4] = True  # 40 px
+    b[:, 2:6] = True  # 40 px, 20 shared
+    assert dice(a, b) == pytest.approx(0.5)
+    assert dice(a, a) == 1.0
+    assert dice(a, ~a) == 0.0
+    assert np.isnan(dice(np.zeros(4, bool), np.zeros(4, bool)))
+    lm1 = np.array([[0, 1, 2], [0, 1, 2]])
+    lm2 = np.array([[0, 1, 1], [0, 1, 2]])
+    d = dice_per_label(lm1, lm2, [1, 2])
+    assert d[1] == pytest.approx(2 * 2 / 5) and d[2] == pytest.approx(2 / 3)
+
+
+def test_set_dice_skips_images_without_the_label_but_global_counts_false_positives():
+    t = np.zeros((2, 8, 8), np.uint8)
+    t[0, 2:6, 2:6] = 1
+    p = t.copy()
+    p[1, 0:2, 0:2] = 1  # a false positive on the empty image
+    d = set_dice(p, t, [1])
+    assert d["per_label"]["1"] == 1.0 and d["n_images"]["1"] == 1
+    assert d["global"]["1"] == pytest.approx(2 * 16 / (16 + 20))
+    assert d["mean"] == 1.0
+
+
+def test_group_split_never_puts_a_group_on_both_sides():
+    rng = np.random.default_rng(3)
+    groups = [f"g{int(g)}" for g in rng.integers(0, 40, 300)]
+    for seed in range(5):
+        train, test = group_split(groups, 0.2, seed)
+        assert len(train) + len(test) == len(groups)
+        assert not ({groups[i] for i in train} & {groups[i] for i in test})
+        assert 0.05 < len(test) / len(groups) < 0.4
+    folds = group_folds(groups, 5, 0)
+    seen = [{groups[i] for i in f} for f in folds]
+    assert sum(len(f) for f in folds) == len(groups)
+    for i in range(5):
+        for j in range(i + 1, 5):
+            assert not (seen[i] & seen[j])
+    a, b = split_halves(groups, 0)
+    assert not ({groups[i] for i in a} & {groups[i] for i in b})
+
+
+def test_dev_split_holds_out_whole_groups_of_named_images():
+    names = ["a.png", "b.png", "c.png", "d.png"]
+    groups = ["g1", "g1", "g2", "g3"]
+    train, test = dev_split(names, groups, ["b.png"])
+    assert sorted(test) == [0, 1] and sorted(train) == [2, 3]
+
+
+def test_auc_known_values_and_ties():
+    assert roc_auc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+    assert roc_auc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+    assert roc_auc([0.5] * 6, [0, 1] * 3) == 0.5
+    assert roc_auc([0.1, 0.6, 0.4, 0.9], [0, 0, 1, 1]) == pytest.approx(0.75)
+    fpr, tpr = roc_curve([0.1, 0.6, 0.4, 0.9], [0, 0, 1, 1])
+    assert fpr[0] == 0 and tpr[0] == 0 and fpr[-1] == 1 and tpr[-1] == 1
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(0.75)
+
+
+def test_fid_near_zero_on_identical_sets_and_large_on_different_ones():
+    rng = np.random.default_rng(0)
+    a = rng.random((40, 32, 32)).astype(np.float32)
+    b = rng.random((40, 32, 32)).astype(np.float32) * 0.3 + 0.6
+    fx = random_extractor(dim=16, seed=1)
+    same = frechet_distance(fx(a), fx(a))
+    diff = frechet_distance(fx(a), fx(b))
+    assert same < 1e-6
+    assert diff > 1e-2 and diff > 1000 * same
+    kid_same, _ = kernel_inception_distance(fx(a), fx(a), 20, seed=0)
+    kid_diff, _ = kernel_inception_distance(fx(a), fx(b), 20, seed=0)
+    assert kid_diff > abs(kid_same) * 10
+
+
+def test_fid_of_shifted_gaussians_matches_the_formula():
+    rng = np.random.default_rng(1)
+    f1 = rng.standard_normal((4000, 3))
+    f2 = rng.standard_normal((4000, 3)) + np.array([2.0, 0.0, 0.0])
+    assert frechet_distance(f1, f2) == pytest.approx(4.0, abs=0.3)
+
+
+def test_speckle_stats_of_rayleigh_envelope():
+    rng = np.random.default_rng(2)
+    amp = rng.rayleigh(1.0, 200_000)
+    # log-compress over 60 dB the way a scanner does, then check the linearised statistics
+    db = 20 * np.log10(amp / amp.max())
+    px = np.clip((db + 60) / 60 * 255, 0, 255)
+    s = region_stats(px, 60.0)
+    assert s["envelope_snr"] == pytest.approx(1.91, abs=0.1)
+    assert s["nakagami_m"] == pytest.approx(1.0, abs=0.1)

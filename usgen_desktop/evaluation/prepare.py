@@ -1,0 +1,146 @@
+"""Documents to fixed-size arrays, and splits that never put one near-duplicate group on both
+sides (BUSI holds many copies of the same frame)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from usgen_desktop.errors import DatasetError
+
+
+@dataclass
+class EvalSet:
+    """Images (float32 in 0..1, N x S x S), label maps as class indices (uint8, N x S x S),
+    and what is known of each document."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    names: list[str]
+    groups: list[str]
+    classes: list[str | None]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> EvalSet:
+        idx = np.asarray(index, dtype=np.int64)
+        return EvalSet(
+            self.images[idx],
+            self.masks[idx],
+            [self.names[i] for i in idx],
+            [self.groups[i] for i in idx],
+            [self.classes[i] for i in idx],
+        )
+
+    @staticmethod
+    def concat(a: EvalSet, b: EvalSet) -> EvalSet:
+        return EvalSet(
+            np.concatenate([a.images, b.images]),
+            np.concatenate([a.masks, b.masks]),
+            a.names + b.names,
+            a.groups + b.groups,
+            a.classes + b.classes,
+        )
+
+
+def doc_name(doc: Any) -> str:
+    src = getattr(getattr(doc, "image", None), "source", None)
+    return str(getattr(doc, "name", None) or (Path(src).name if src else "untitled"))
+
+
+def doc_group(doc: Any, column: str = "group") -> str:
+    """The document's near-duplicate group; a document without one is its own group."""
+    tags = getattr(doc, "tags", {}) or {}
+    g = tags.get(column)
+    return str(g) if g not in (None, "") else f"doc:{doc_name(doc)}"
+
+
+def label_ids_of(docs: Iterable[Any]) -> list[int]:
+    """Every label id used by any document, background 0 first."""
+    ids: set[int] = {0}
+    for d in docs:
+        ids.update(int(i) for i in np.unique(d.labels.data))
+    return sorted(ids)
+
+
+def to_arrays(docs: Sequence[Any], size: int, label_ids: Sequence[int],
+              group_column: str = "group") -> EvalSet:
+    """Resize every image (area) and label map (nearest) to ``size`` x ``size``."""
+    import cv2
+
+    lut = np.zeros(256, np.uint8)
+    for k, lid in enumerate(label_ids):
+        lut[int(lid)] = k
+    n = len(docs)
+    images = np.zeros((n, size, size), np.float32)
+    masks = np.zeros((n, size, size), np.uint8)
+    for i, d in enumerate(docs):
+        if d.image is None:
+            raise DatasetError(f"'{doc_name(d)}' has a label map but no image to evaluate.")
+        px = d.image.to_uint8()
+        interp = cv2.INTER_AREA if min(px.shape) >= size else cv2.INTER_LINEAR
+        images[i] = cv2.resize(px, (size, size), interpolation=interp).astype(np.float32) / 255.0
+        masks[i] = lut[cv2.resize(d.labels.data, (size, size), interpolation=cv2.INTER_NEAREST)]
+    return EvalSet(
+        images,
+        masks,
+        [doc_name(d) for d in docs],
+        [doc_group(d, group_column) for d in docs],
+        [(getattr(d, "tags", {}) or {}).get("class") for d in docs],
+    )
+
+
+def group_split(groups: Sequence[str], test_fraction: float, seed: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices with whole groups on one side; about ``test_fraction`` of the
+    *groups* go to test (at least one group on each side when there are two or more)."""
+    uniq = sorted(set(groups))
+    if len(uniq) < 2:
+        raise DatasetError("The real dataset needs at least two images (groups) to hold one out.")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(uniq))
+    n_test = int(round(len(uniq) * test_fraction))
+    n_test = min(max(1, n_test), len(uniq) - 1)
+    test_groups = {uniq[i] for i in order[:n_test]}
+    test = np.array([i for i, g in enumerate(groups) if g in test_groups], dtype=np.int64)
+    train = np.array([i for i, g in enumerate(groups) if g not in test_groups], dtype=np.int64)
+    return train, test
+
+
+def dev_split(names: Sequence[str], groups: Sequence[str], held_out: Iterable[str]
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Train/test indices from a list of held-out names (document names, file names or
+    groups); a document whose group holds a held-out document is held out too."""
+    wanted = {h.strip() for h in held_out if h.strip()}
+    wanted |= {Path(h).name for h in wanted}
+    hit_groups = {g for nm, g in zip(names, groups, strict=True)
+                  if nm in wanted or Path(nm).name in wanted or g in wanted}
+    test = np.array([i for i, g in enumerate(groups) if g in hit_groups], dtype=np.int64)
+    train = np.array([i for i, g in enumerate(groups) if g not in hit_groups], dtype=np.int64)
+    if len(test) == 0:
+        raise DatasetError("None of the names in the dev split file matches an image of the real set.")
+    if len(train) == 0:
+        raise DatasetError("The dev split file holds out every real image; nothing is left to train on.")
+    return train, test
+
+
+def group_folds(groups: Sequence[str], k: int, seed: int) -> list[np.ndarray]:
+    """``k`` index folds with each group wholly inside one fold (sizes balanced greedily)."""
+    uniq = sorted(set(groups))
+    k = max(2, min(k, len(uniq)))
+    rng = np.random.default_rng(seed)
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    # largest groups first into the emptiest fold keeps folds even; shuffle breaks ties
+    order = sorted(rng.permutation(len(uniq)), key=lambda j: -len(members[uniq[j]]))
+    for j in order:
+        smallest = min(range(k), key=lambda f: len(folds[f]))
+        folds[smallest].extend(members[uniq[j]])
+    return [np.array(sorted(f), dtype=np.int64) for f in folds]

@@ -1,0 +1,289 @@
+"""The HTML report: headline table, plots (Dice per arm, ROC, speckle statistics) and a grid
+of real beside synthetic images. Plots are PNG files beside report.html and are also embedded
+(base64), so the HTML alone can be mailed. Plots need matplotlib (``usgen-desktop[eval]``);
+without it the report says so and keeps the tables and the sample grid (drawn with OpenCV)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from usgen_desktop.evaluation.prepare import EvalSet
+
+ARM_NAMES = {"real_only": "real only", "real_plus_synthetic": "real + synthetic",
+             "synthetic_only": "synthetic only"}
+PALETTE = [(255, 64, 64), (64, 200, 255), (255, 200, 0), (120, 255, 120), (255, 100, 255)]
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return "–" if math.isnan(v) else f"{v:.{digits}f}"
+    return html.escape(str(v))
+
+
+def _figure(w: float, h: float) -> Any:
+    """A matplotlib Figure on the Agg canvas (no pyplot, so no global backend is switched
+    under a running Qt app), or None without matplotlib."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    fig = Figure(figsize=(w, h), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_dice(seg: dict[str, Any], labels: dict[str, str], path: Path) -> bool:
+    fig = _figure(5.5, 3.4)
+    if fig is None or not seg:
+        return False
+    ax = fig.add_subplot(111)
+    arms = [a for a in ARM_NAMES if a in seg]
+    fg = [k for k in seg[arms[0]]["per_label"]]
+    width = 0.8 / (len(fg) + 1)
+    x = np.arange(len(arms))
+    ax.bar(x, [seg[a]["mean"] for a in arms], width, label="mean", color="#444")
+    for j, k in enumerate(fg if len(fg) > 1 else []):
+        ax.bar(x + (j + 1) * width, [seg[a]["per_label"][k] for a in arms], width,
+               label=labels.get(k, k))
+    for xi, a in zip(x, arms, strict=True):
+        ax.text(xi, seg[a]["mean"] + 0.01, f"{seg[a]['mean']:.3f}", ha="center", fontsize=8)
+    ax.set_xticks(x + width * (len(fg) if len(fg) > 1 else 0) / 2)
+    ax.set_xticklabels([ARM_NAMES[a] for a in arms])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("Dice on held-out real images")
+    ax.set_title("Downstream segmentation (same step budget per arm)", fontsize=10)
+    if len(fg) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
+
+
+def plot_roc(realism: dict[str, Any], path: Path) -> bool:
+    fig = _figure(3.6, 3.4)
+    if fig is None or "roc_fpr" not in realism:
+        return False
+    ax = fig.add_subplot(111)
+    ax.plot(realism["roc_fpr"], realism["roc_tpr"], color="#c33",
+            label=f"AUC {realism['auc']:.3f}")
+    ax.plot([0, 1], [0, 1], "--", color="#999", label="indistinguishable")
+    ax.set_xlabel("real called synthetic (FPR)")
+    ax.set_ylabel("synthetic caught (TPR)")
+    ax.set_title(f"Real vs synthetic, {realism['folds']}-fold CV", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
+
+
+def plot_speckle(speckle: dict[str, Any], path: Path) -> bool:
+    entries = [(k, e) for k, e in speckle.get("labels", {}).items()
+               if e.get("real") and e.get("synthetic")]
+    fig = _figure(3.2 * max(1, len(entries)), 5.6)
+    if fig is None or not entries:
+        return False
+    bins = np.arange(64) * 4 + 2
+    stats = ["mean", "std", "snr", "skewness", "envelope_snr", "nakagami_m"]
+    for j, (_k, e) in enumerate(entries):
+        ax = fig.add_subplot(2, len(entries), j + 1)
+        ax.plot(bins, e["real"]["histogram"], label="real", color="#246")
+        ax.plot(bins, e["synthetic"]["histogram"], label="synthetic", color="#c33")
+        ax.set_title(f"{e['name']}: overlap {e.get('histogram_overlap', float('nan')):.2f}",
+                     fontsize=9)
+        ax.set_xlabel("pixel value", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if j == 0:
+            ax.legend(fontsize=7)
+        ax2 = fig.add_subplot(2, len(entries), len(entries) + j + 1)
+        ratio = e.get("ratio_synthetic_to_real", {})
+        vals = [ratio.get(s, float("nan")) for s in stats]
+        ax2.barh(range(len(stats)), vals, color="#888")
+        ax2.axvline(1.0, color="#246", linestyle="--")
+        ax2.set_yticks(range(len(stats)))
+        ax2.set_yticklabels(stats, fontsize=7)
+        ax2.set_xlabel("synthetic / real (median)", fontsize=8)
+        ax2.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
+
+
+def _tile(img: np.ndarray, mask: np.ndarray, tile: int) -> np.ndarray:
+    import cv2
+
+    g = np.clip(img * 255.0, 0, 255).astype(np.uint8)
+    g = cv2.resize(g, (tile, tile), interpolation=cv2.INTER_LINEAR)
+    rgb = cv2.cvtColor(g, cv2.COLOR_GRAY2RGB)
+    m = cv2.resize(mask, (tile, tile), interpolation=cv2.INTER_NEAREST)
+    for k in range(1, int(m.max()) + 1):
+        contours, _ = cv2.findContours((m == k).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                       cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(rgb, contours, -1, PALETTE[(k - 1) % len(PALETTE)], 1)
+    return rgb
+
+
+def sample_grid(real: EvalSet, synthetic: EvalSet, n: int, path: Path, tile: int = 128) -> bool:
+    """Two rows: real held-out images above, synthetic images below, label outlines drawn."""
+    import cv2
+
+    n = min(n, len(real), len(synthetic))
+    if n == 0:
+        return False
+    pad = 4
+    canvas = np.full((2 * tile + 3 * pad + 28, n * (tile + pad) + pad, 3), 255, np.uint8)
+    for row, (es, title) in enumerate([(real, "real"), (synthetic, "synthetic")]):
+        idx = np.linspace(0, len(es) - 1, n).round().astype(int)
+        y = pad + row * (tile + pad + 14) + 14
+        cv2.putText(canvas, title, (pad, y - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        for j, i in enumerate(idx):
+            x = pad + j * (tile + pad)
+            canvas[y : y + tile, x : x + tile] = _tile(es.images[i], es.masks[i], tile)
+    cv2.imwrite(str(path), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    return True
+
+
+def _img_tag(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>' \
+           f'{html.escape(alt)} (<a href="{path.name}">{path.name}</a>)</figcaption></figure>'
+
+
+def _headline_table(m: dict[str, Any]) -> str:
+    h = m.get("headline", {})
+    fid = m.get("fid", {})
+    seg = m.get("segmentation", {})
+    rows = [
+        ("Dice, real only", _fmt(h.get("dice_real_only")),
+         f"U-Net trained on {seg.get('real_only', {}).get('train_images', '–')} real images"),
+        ("Dice, real + synthetic", _fmt(h.get("dice_real_plus_synthetic")),
+         f"change vs real only {_fmt(h.get('real_plus_synthetic_minus_real_only'))} "
+         "(goal: above 0)"),
+        ("Dice, synthetic only", _fmt(h.get("dice_synthetic_only")),
+         f"{_fmt(h.get('synthetic_only_fraction_of_real_only'), 2)} of real only (goal: 0.80)"),
+        ("Realism AUC", _fmt(h.get("realism_auc")),
+         "0.5 indistinguishable, 1.0 always told apart (goal: below 0.75)"),
+    ]
+    if fid.get("skipped"):
+        rows.append(("FID / KID", "–", html.escape(fid["skipped"])))
+    else:
+        rows += [
+            (f"FID at {fid.get('resolution')}²", _fmt(h.get("fid"), 1),
+             f"all {fid.get('n_real')} real vs all {fid.get('n_synthetic')} synthetic"),
+            ("FID, real half vs synthetic", _fmt(h.get("fid_half_real_vs_synthetic"), 1),
+             f"beside real half vs real half: {_fmt(h.get('fid_real_vs_real'), 1)} "
+             f"(N = {fid.get('n_half')})"),
+            ("KID", _fmt(h.get("kid"), 4), f"± {_fmt(fid.get('kid_std'), 4)}"),
+        ]
+    mf = m.get("mask_fidelity", {})
+    rows.append(("Mask fidelity (Dice)", _fmt(h.get("mask_fidelity_dice")),
+                 f"real-trained U-Net on synthetic images vs their label maps; on real test: "
+                 f"{_fmt(mf.get('reference_real_test_dice'))}"))
+    body = "".join(f"<tr><th>{a}</th><td class=num>{b}</td><td>{c}</td></tr>" for a, b, c in rows)
+    return f"<table class=headline>{body}</table>"
+
+
+def _speckle_table(speckle: dict[str, Any]) -> str:
+    stats = ["mean", "std", "snr", "skewness", "envelope_snr", "nakagami_m"]
+    head = "".join(f"<th>{s}</th>" for s in stats)
+    rows = []
+    for e in speckle.get("labels", {}).values():
+        for kind in ("real", "synthetic"):
+            d = e.get(kind)
+            if not d:
+                continue
+            cells = "".join(f"<td class=num>{_fmt(d.get(s, {}).get('median'), 2)}</td>"
+                            for s in stats)
+            rows.append(f"<tr><td>{html.escape(e['name'])}</td><td>{kind}</td>"
+                        f"<td class=num>{d['n_images']}</td>{cells}</tr>")
+    return (f"<table><tr><th>label</th><th>set</th><th>images</th>{head}</tr>{''.join(rows)}"
+            f"</table><p class=note>Medians over images. Envelope SNR and Nakagami m on pixels "
+            f"linearised with an assumed {speckle.get('dynamic_range_db')} dB dynamic range; "
+            f"fully developed speckle gives 1.91 and 1.0.</p>")
+
+
+def write_report(out: Path, metrics: dict[str, Any], real_samples: EvalSet,
+                 synthetic: EvalSet, n_classes: int, n_samples: int = 6) -> dict[str, Any]:
+    """Write the plots and report.html into ``out``; return which files were written."""
+    files: dict[str, Any] = {}
+    figs = []
+    labels = metrics.get("labels", {})
+    plots = [
+        ("plot_dice.png", "Dice per training arm", lambda p: plot_dice(
+            metrics.get("segmentation", {}), labels, p)),
+        ("plot_roc.png", "ROC of the real-vs-synthetic classifier", lambda p: plot_roc(
+            metrics.get("realism", {}), p)),
+        ("plot_speckle.png", "Speckle statistics per label region", lambda p: plot_speckle(
+            metrics.get("speckle", {}), p)),
+    ]
+    have_mpl = _figure(1, 1) is not None
+    for name, title, fn in plots:
+        if fn(out / name):
+            figs.append(_img_tag(out / name, title))
+            files[name] = title
+    grid = out / "samples.png"
+    if sample_grid(real_samples, synthetic, n_samples, grid):
+        files["samples.png"] = "real (top) beside synthetic (bottom)"
+    cfg = metrics.get("config", {})
+    sizes = metrics.get("sizes", {})
+    note = "" if have_mpl else ("<p class=note>Plots need matplotlib: install "
+                                "usgen-desktop[eval].</p>")
+    seg_rows = "".join(
+        f"<tr><td>{ARM_NAMES[a]}</td><td class=num>{_fmt(d['mean'])}</td>"
+        f"<td>{html.escape(', '.join(f'{labels.get(k, k)} {_fmt(v)}' for k, v in d['per_label'].items()))}</td>"
+        f"<td>{html.escape(', '.join(f'{labels.get(k, k)} {_fmt(v)}' for k, v in d['global'].items()))}</td>"
+        f"<td class=num>{d['train_images']}</td><td class=num>{d['steps']}</td>"
+        f"<td class=num>{d['seconds']}</td></tr>"
+        for a, d in metrics.get("segmentation", {}).items())
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>USGen evaluation report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; font-size: 14px; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+table.headline th {{ width: 16em; }}
+figure {{ display: inline-block; margin: 0 1em 1em 0; }}
+figcaption, .note {{ color: #666; font-size: 13px; }}
+img {{ max-width: 100%; }}
+</style></head><body>
+<h1>Does the synthetic data help?</h1>
+<p>{sizes.get('real', '–')} real images ({sizes.get('real_train', '–')} train /
+{sizes.get('real_test', '–')} held-out test, split by
+<code>{html.escape(str(cfg.get('group_column')))}</code>: no group on both sides),
+{sizes.get('synthetic', '–')} synthetic images ({sizes.get('synthetic_excluded_as_test_leak', 0)}
+left out of training because they were made from held-out label maps). All images at
+{cfg.get('size')}×{cfg.get('size')}; seed {cfg.get('seed')}.</p>
+<h2>Headline</h2>
+{_headline_table(metrics)}
+<h2>Plots</h2>
+{note}{''.join(figs)}
+<h2>Real beside synthetic</h2>
+{_img_tag(grid, 'Held-out real images (top) and synthetic images (bottom), label outlines drawn') if grid.exists() else ''}
+<h2>Downstream segmentation</h2>
+<table><tr><th>arm</th><th>mean Dice</th><th>per label (images holding it)</th>
+<th>global (all pixels)</th><th>train images</th><th>steps</th><th>seconds</th></tr>{seg_rows}</table>
+<p class=note>Every arm: the same U-Net ({_fmt(metrics.get('segmentation', {}).get('real_only', {}).get('parameters'))}
+parameters), seed, and {metrics.get('budget', {}).get('steps_per_arm', '–')} optimiser steps of batch
+{cfg.get('batch_size')} ({cfg.get('epochs')} epochs of the real training split).</p>
+<h2>Speckle statistics</h2>
+{_speckle_table(metrics.get('speckle', {}))}
+<h2>Everything else</h2>
+<p>Every number, the configuration, sizes, seeds and timings are in
+<a href="metrics.json">metrics.json</a>.</p>
+</body></html>
+"""
+    tmp = out / "report.html.tmp"
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out / "report.html")
+    files["report.html"] = "this report"
+    return {"files": files, "plots": have_mpl}

@@ -1,0 +1,173 @@
+"""Downstream utility: a small U-Net trained on real only, real + synthetic and synthetic
+only, each scored by Dice on the same held-out *real* images.
+
+Every arm gets the same budget of optimiser steps and the same seed, so the arms differ only
+in the images they learn from.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from usgen_desktop.core.tasks import CancelToken
+from usgen_desktop.evaluation.dice import set_dice
+from usgen_desktop.evaluation.prepare import EvalSet
+
+Tick = Callable[[int, int, str], None]  # (done, total, message)
+ARMS = ("real_only", "real_plus_synthetic", "synthetic_only")
+
+
+def _no_tick(done: int, total: int, message: str) -> None:
+    pass
+
+
+@dataclass
+class TrainedSegmenter:
+    """A trained U-Net (CPU, eval mode) and how it was trained."""
+
+    model: Any
+    n_classes: int
+    steps: int
+    seconds: float
+    final_loss: float
+    parameters: int
+
+
+def _set_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def batch_order(n: int, steps: int, batch_size: int, seed: int) -> np.ndarray:
+    """Indices of ``steps`` batches drawn epoch by epoch (each epoch a fresh permutation)."""
+    rng = np.random.default_rng(seed)
+    need = steps * batch_size
+    chunks, have = [], 0
+    while have < need:
+        chunks.append(rng.permutation(n))
+        have += n
+    return np.concatenate(chunks)[:need].reshape(steps, batch_size)
+
+
+def train_segmenter(
+    train: EvalSet,
+    n_classes: int,
+    steps: int,
+    batch_size: int = 8,
+    lr: float = 2e-3,
+    seed: int = 0,
+    base: int = 16,
+    tick: Tick = _no_tick,
+    cancel: CancelToken | None = None,
+) -> TrainedSegmenter:
+    """Train a U-Net for exactly ``steps`` optimiser steps (cross-entropy + soft Dice,
+    Adam with cosine decay, random horizontal flips)."""
+    import torch
+    import torch.nn.functional as F
+
+    from usgen_desktop.evaluation.nets import build_unet, count_parameters
+
+    if len(train) == 0:
+        raise ValueError("no training images")
+    _set_seed(seed)
+    model = build_unet(n_classes, base)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+    order = batch_order(len(train), steps, min(batch_size, max(1, len(train))), seed)
+    flips = np.random.default_rng(seed + 1).random(order.shape) < 0.5
+    images = torch.from_numpy(train.images)
+    masks = torch.from_numpy(train.masks.astype(np.int64))
+    model.train()
+    t0 = time.perf_counter()
+    loss_value = float("nan")
+    for s, (idx, flip) in enumerate(zip(order, flips, strict=True)):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        x = images[idx].unsqueeze(1).clone()
+        y = masks[idx].clone()
+        fl = torch.from_numpy(flip)
+        x[fl] = x[fl].flip(-1)
+        y[fl] = y[fl].flip(-1)
+        logits = model(x)
+        ce = F.cross_entropy(logits, y)
+        prob = logits.softmax(1)
+        onehot = F.one_hot(y, n_classes).permute(0, 3, 1, 2).float()
+        inter = (prob * onehot).sum((0, 2, 3))
+        denom = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+        soft_dice = (2 * inter + 1.0) / (denom + 1.0)
+        loss = ce + (1.0 - soft_dice[1:].mean() if n_classes > 1 else 0.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_value = float(loss.detach())
+        tick(s + 1, steps, f"step {s + 1}/{steps}, loss {loss_value:.3f}")
+    model.eval()
+    return TrainedSegmenter(model, n_classes, steps, time.perf_counter() - t0, loss_value,
+                            count_parameters(model))
+
+
+def predict(seg: TrainedSegmenter, images: np.ndarray, batch_size: int = 32,
+            cancel: CancelToken | None = None) -> np.ndarray:
+    """Label maps (class indices, uint8) predicted for float images N x H x W."""
+    import torch
+
+    out = np.zeros(images.shape, np.uint8)
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).unsqueeze(1)
+            out[i : i + batch_size] = seg.model(x).argmax(1).numpy().astype(np.uint8)
+    return out
+
+
+def downstream_utility(
+    real_train: EvalSet,
+    synthetic: EvalSet,
+    real_test: EvalSet,
+    n_classes: int,
+    steps: int,
+    batch_size: int = 8,
+    lr: float = 2e-3,
+    seed: int = 0,
+    base: int = 16,
+    tick: Tick = _no_tick,
+    cancel: CancelToken | None = None,
+    arms: tuple[str, ...] = ARMS,
+) -> tuple[dict[str, Any], dict[str, TrainedSegmenter]]:
+    """Train each arm with the same step budget and seed; Dice of each on ``real_test``.
+
+    Returns the metrics per arm and the trained models (the real-only one is reused for mask
+    fidelity)."""
+    sets = {
+        "real_only": real_train,
+        "real_plus_synthetic": EvalSet.concat(real_train, synthetic) if len(synthetic) else None,
+        "synthetic_only": synthetic if len(synthetic) else None,
+    }
+    labels = list(range(1, n_classes))
+    metrics: dict[str, Any] = {}
+    models: dict[str, TrainedSegmenter] = {}
+    todo = [a for a in arms if sets[a] is not None]
+    for k, arm in enumerate(todo):
+        data = sets[arm]
+        assert data is not None
+
+        def arm_tick(done: int, total: int, msg: str, k: int = k, arm: str = arm) -> None:
+            tick(k * steps + done, len(todo) * steps, f"U-Net {arm.replace('_', ' ')}: {msg}")
+
+        seg = train_segmenter(data, n_classes, steps, batch_size, lr, seed, base, arm_tick, cancel)
+        pred = predict(seg, real_test.images, cancel=cancel)
+        d = set_dice(pred, real_test.masks, labels)
+        d.update(train_images=len(data), steps=seg.steps, seconds=round(seg.seconds, 2),
+                 final_loss=round(seg.final_loss, 4), parameters=seg.parameters)
+        metrics[arm] = d
+        models[arm] = seg
+    return metrics, models
