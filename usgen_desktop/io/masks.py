@@ -1,0 +1,192 @@
+"""Reading masks into label maps, filling outline annotations, and ITK-SNAP label files.
+
+Masks come as binary 0/255 (or 0/1) images, index PNGs (ids kept), or as the BUSI download has
+them: 1-bit, RGB and RGBA files of the same 0/255 mask. Any of the image formats works.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from usgen_desktop.core.labels import Label, LabelMap, LabelSchema
+from usgen_desktop.errors import ImageReadError, MaskMismatchError, UsgenError
+from usgen_desktop.io.images import read_array
+
+
+def mask_to_ids(arr: np.ndarray, name: str = "the mask") -> np.ndarray:
+    """uint8 label ids from a stored mask array (any channels, 8/16-bit, bool)."""
+    a = np.asarray(arr)
+    if a.ndim == 3:
+        c = a.shape[2]
+        color = a[..., : min(c, 3)]
+        gray = color.max(axis=2)
+        if c in (2, 4) and not gray.any():
+            gray = a[..., -1]  # a mask drawn only into the alpha channel
+        a = gray
+    if a.ndim != 2:
+        raise MaskMismatchError(f"{name} is not a 2-D mask (its shape is {a.shape}).")
+    if a.dtype == bool:
+        return a.astype(np.uint8)
+    if not np.issubdtype(a.dtype, np.integer):
+        if not np.all(np.isfinite(a)):
+            raise MaskMismatchError(f"{name} holds values that are not numbers.")
+        if np.all(np.mod(a, 1) == 0):
+            a = a.astype(np.int64)
+        else:
+            # A float mask (e.g. probabilities or resampled labels): binarise at half its max.
+            return (a > 0.5 * float(a.max())).astype(np.uint8) if a.max() > 0 else \
+                np.zeros(a.shape, np.uint8)
+    if a.size and a.min() < 0:
+        raise MaskMismatchError(f"{name} holds negative values; label ids start at 0.")
+    if a.dtype == np.uint8 or (a.size and a.max() <= 255):
+        a = a.astype(np.uint8, copy=False)
+    else:
+        values = np.unique(a)
+        if len(values) == 2 and values[0] == 0:
+            return (a > 0).astype(np.uint8)  # a 16-bit binary mask (0/65535)
+        raise MaskMismatchError(f"{name} holds values above 255; label ids must fit in 0-255.")
+    counts = np.bincount(a.ravel(), minlength=256)
+    present = np.flatnonzero(counts)
+    nonzero = present[present > 0]
+    if len(nonzero) == 0:
+        return a
+    if nonzero[-1] == 255:
+        if len(nonzero) == 1:
+            return (a == 255).astype(np.uint8)  # the usual 0/255 binary mask
+        lossy = len(nonzero) > 8 or bool(((nonzero >= 128) & (nonzero < 255)).any())
+        if lossy:
+            # A binary mask whose edges were blurred by resampling or JPEG: threshold it.
+            return (a >= 128).astype(np.uint8)
+    return a
+
+
+def read_mask(path: Path, shape: tuple[int, int] | None = None, frame: int | None = None
+              ) -> LabelMap:
+    """A label map from a mask file; ``shape`` (height, width) is checked when given."""
+    path = Path(path)
+    raw = read_array(path, frame)
+    labels = LabelMap(mask_to_ids(raw.pixels, f"The mask '{path.name}'"))
+    if shape is not None and labels.shape != tuple(shape):
+        raise MaskMismatchError(
+            f"The mask '{path.name}' is {labels.shape[1]}x{labels.shape[0]} pixels but its image "
+            f"is {shape[1]}x{shape[0]}."
+        )
+    return labels
+
+
+def read_masks_or(paths: Sequence[Path], shape: tuple[int, int] | None = None,
+                  label: int = 1) -> LabelMap:
+    """OR several binary masks of one image into one label map (BUSI's ``_mask_1``, ...)."""
+    if not paths:
+        raise ValueError("no mask paths")
+    result: np.ndarray | None = None
+    for p in paths:
+        m = read_mask(p, shape).data > 0
+        if result is not None and m.shape != result.shape:
+            raise MaskMismatchError(
+                f"The mask '{Path(p).name}' is {m.shape[1]}x{m.shape[0]} pixels but the other "
+                f"masks of its image are {result.shape[1]}x{result.shape[0]}."
+            )
+        result = m if result is None else (result | m)
+    assert result is not None
+    return LabelMap(result.astype(np.uint8) * label)
+
+
+def fill_outline(outline: np.ndarray) -> np.ndarray:
+    """A filled region (bool) from a drawn closed outline such as HC18's head ellipse.
+
+    Fills the holes the outline encloses; when the outline has a gap (fill would leak), an
+    ellipse fitted to the outline pixels is filled instead.
+    """
+    import cv2
+    from scipy import ndimage
+
+    line = np.asarray(outline) > 0
+    if not line.any():
+        return line
+    filled = ndimage.binary_fill_holes(line)
+    if filled.sum() > 2 * line.sum():
+        return filled
+    ys, xs = np.nonzero(line)
+    if len(xs) < 5:
+        return filled
+    (cx, cy), (w, h), angle = cv2.fitEllipse(np.stack([xs, ys], 1).astype(np.float32))
+    out = np.zeros(line.shape, np.uint8)
+    cv2.ellipse(out, ((cx, cy), (w, h), angle), 1, -1)
+    return out.astype(bool) | line
+
+
+# -- ITK-SNAP label description files ----------------------------------------------------
+_ITK_HEADER = """\
+################################################
+# ITK-SnAP Label Description File
+# File format:
+# IDX   -R-  -G-  -B-  -A--  VIS MSH  LABEL
+# Fields:
+#    IDX:   Zero-based index
+#    -R-:   Red color component (0..255)
+#    -G-:   Green color component (0..255)
+#    -B-:   Blue color component (0..255)
+#    -A-:   Label transparency (0.00 .. 1.00)
+#    VIS:   Label visibility (0 or 1)
+#    MSH:   Label mesh visibility (0 or 1)
+#  LABEL:   Label description
+################################################
+"""
+
+
+def read_itksnap_labels(path: Path) -> LabelSchema:
+    """A label schema from an ITK-SNAP label description file (``IDX R G B A VIS MSH "LABEL"``)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise ImageReadError(f"Could not read '{path.name}' ({exc.strerror or exc}).") from exc
+    labels: dict[int, Label] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            parts = shlex.split(line)
+            idx = int(parts[0])
+            r, g, b = (int(float(x)) for x in parts[1:4])
+            vis = int(float(parts[5])) != 0 if len(parts) > 5 else True
+            name = parts[7] if len(parts) > 7 else f"label {idx}"
+        except (ValueError, IndexError) as exc:
+            raise UsgenError(
+                f"Line {n} of the ITK-SNAP label file '{path.name}' is not valid."
+            ) from exc
+        if not 0 <= idx <= 255:
+            raise UsgenError(
+                f"The ITK-SNAP label file '{path.name}' uses id {idx}; USGen supports 0-255."
+            )
+        if idx == 0 and name.strip().lower() == "clear label":
+            name = "background"
+        color = tuple(max(0, min(255, c)) for c in (r, g, b))
+        labels[idx] = Label(idx, name, color, visible=vis)  # type: ignore[arg-type]
+    if not labels:
+        raise UsgenError(f"The ITK-SNAP label file '{path.name}' lists no labels.")
+    labels.setdefault(0, Label(0, "background", (0, 0, 0)))
+    return LabelSchema(name=path.stem, labels=tuple(labels[i] for i in sorted(labels)))
+
+
+def write_itksnap_labels(schema: LabelSchema, path: Path) -> None:
+    """Write ``schema`` as an ITK-SNAP label description file (id 0 is "Clear Label")."""
+    from usgen_desktop.io.atomic import write_text_atomic
+
+    lines = [_ITK_HEADER.rstrip("\n"), '    0     0    0    0        0  0  0    "Clear Label"']
+    for lab in schema.labels:
+        if lab.id == 0:
+            continue
+        r, g, b = lab.color
+        name = lab.name.replace('"', "'")
+        lines.append(
+            f"{lab.id:5d} {r:5d} {g:4d} {b:4d} {1.0:8.2f} {int(lab.visible):2d} "
+            f"{int(lab.visible):2d}    \"{name}\""
+        )
+    write_text_atomic(Path(path), "\n".join(lines) + "\n", fsync=False)
