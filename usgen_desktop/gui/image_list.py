@@ -1,0 +1,197 @@
+"""The list of the project's documents: thumbnail, name, class tag and what each one holds.
+
+Each row says whether the document has a mask yet and whether it has an image at all (a
+label map waiting for generation has none). Thumbnails are made lazily, only for rows the
+view shows, and cached per document revision, so a project of thousands stays quick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QItemSelectionModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSize,
+    QSortFilterProxyModel,
+    Qt,
+    Signal,
+)
+from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtWidgets import QAbstractItemView, QLineEdit, QListView, QVBoxLayout, QWidget
+
+from usgen_desktop.core.document import Document
+
+THUMB = 56
+UID_ROLE = Qt.ItemDataRole.UserRole
+FILTER_ROLE = Qt.ItemDataRole.UserRole + 1
+Index = QModelIndex | QPersistentModelIndex
+
+
+def status_text(doc: Document) -> str:
+    """The second line of a row: class, and whether there is a mask / an image."""
+    parts = []
+    if doc.klass:
+        parts.append(str(doc.klass))
+    if doc.image is None:
+        parts.append("label map only")
+    else:
+        parts.append("mask" if doc.has_mask else "no mask")
+    return " · ".join(parts)
+
+
+def thumbnail(doc: Document, size: int = THUMB) -> QPixmap:
+    """A small picture of the image with its labels blended in."""
+    h, w = doc.shape
+    f = size / max(h, w)
+    tw, th = max(1, round(w * f)), max(1, round(h * f))
+    if doc.image is not None:
+        gray = cv2.resize(doc.image.to_uint8(), (tw, th), interpolation=cv2.INTER_AREA)
+    else:
+        gray = np.zeros((th, tw), np.uint8)
+    rgb = np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
+    labels = cv2.resize(doc.labels.data, (tw, th), interpolation=cv2.INTER_NEAREST)
+    lut = doc.schema.lut()
+    colour = lut[labels]
+    a = colour[..., 3:4].astype(np.float32) / 255.0 * 0.55
+    rgb = rgb * (1 - a) + colour[..., :3].astype(np.float32) * a
+    rgb = np.ascontiguousarray(np.clip(rgb, 0, 255).astype(np.uint8))
+    img = QImage(rgb.data, tw, th, 3 * tw, QImage.Format.Format_RGB888).copy()
+    return QPixmap.fromImage(img)
+
+
+class DocumentListModel(QAbstractListModel):
+    """Rows over a list of documents (the project's own list, not a copy)."""
+
+    def __init__(self, parent=None) -> None:  # noqa: ANN001
+        super().__init__(parent)
+        self.documents: Sequence[Document] = []
+        self._thumbs: dict[str, tuple[int, int, QIcon]] = {}
+
+    def set_documents(self, docs: Sequence[Document]) -> None:
+        self.beginResetModel()
+        self.documents = docs
+        live = {d.uid for d in docs}
+        self._thumbs = {k: v for k, v in self._thumbs.items() if k in live}
+        self.endResetModel()
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.documents)
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole):  # noqa: ANN201
+        if not index.isValid() or index.row() >= len(self.documents):
+            return None
+        doc = self.documents[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return f"{doc.name}\n{status_text(doc)}"
+        if role == Qt.ItemDataRole.DecorationRole:
+            return self._thumb(doc)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            h, w = doc.shape
+            src = doc.image.source if doc.image is not None and doc.image.source else None
+            colour = " (converted from colour)" if doc.image is not None and doc.image.was_color \
+                else ""
+            lines = [doc.name, f"{w}×{h} px{colour}", status_text(doc)]
+            if src:
+                lines.append(str(src))
+            return "\n".join(lines)
+        if role == UID_ROLE:
+            return doc.uid
+        if role == FILTER_ROLE:
+            return f"{doc.name} {doc.klass or ''} {status_text(doc)}"
+        return None
+
+    def _thumb(self, doc: Document) -> QIcon:
+        # Keyed by revision and schema id: a stroke or a recolour makes it stale.
+        key = (doc.revision, id(doc.schema))
+        hit = self._thumbs.get(doc.uid)
+        if hit is not None and hit[:2] == key:
+            return hit[2]
+        icon = QIcon(thumbnail(doc))
+        self._thumbs[doc.uid] = (key[0], key[1], icon)
+        return icon
+
+    def row_of(self, uid: str) -> int:
+        for i, d in enumerate(self.documents):
+            if d.uid == uid:
+                return i
+        return -1
+
+    def refresh(self, uid: str | None = None) -> None:
+        """Redraw one row (or all) after its document changed."""
+        if not self.documents:
+            return
+        if uid is None:
+            self.dataChanged.emit(self.index(0), self.index(len(self.documents) - 1))
+            return
+        row = self.row_of(uid)
+        if row >= 0:
+            self.dataChanged.emit(self.index(row), self.index(row))
+
+
+class ImageList(QWidget):
+    """A filter box over a list view of the documents; the current row is the open document."""
+
+    documentActivated = Signal(str)  # uid
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.model = DocumentListModel(self)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setFilterRole(FILTER_ROLE)
+        self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("Filter by name or class…")
+        self.filter.setClearButtonEnabled(True)
+        self.filter.setAccessibleName("Filter images")
+        self.filter.textChanged.connect(self.proxy.setFilterFixedString)
+        self.view = QListView()
+        self.view.setModel(self.proxy)
+        self.view.setAccessibleName("Images")
+        self.view.setIconSize(QSize(THUMB, THUMB))
+        self.view.setUniformItemSizes(True)  # lets the view skip measuring every row
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.view.setSpacing(1)
+        self.view.selectionModel().currentChanged.connect(self._on_current)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(self.filter)
+        lay.addWidget(self.view, 1)
+
+    def set_documents(self, docs: Sequence[Document]) -> None:
+        self.model.set_documents(docs)
+
+    def refresh(self, uid: str | None = None) -> None:
+        self.model.refresh(uid)
+
+    def _on_current(self, current: QModelIndex, _prev: QModelIndex) -> None:
+        if current.isValid():
+            self.documentActivated.emit(str(current.data(UID_ROLE)))
+
+    def select(self, uid: str) -> None:
+        """Make ``uid`` the current row (without emitting when it already is)."""
+        row = self.model.row_of(uid)
+        if row < 0:
+            return
+        index = self.proxy.mapFromSource(self.model.index(row))
+        if not index.isValid():  # hidden by the filter: clear it so the open doc shows
+            self.filter.clear()
+            index = self.proxy.mapFromSource(self.model.index(row))
+        if self.view.currentIndex() != index:
+            self.view.selectionModel().setCurrentIndex(
+                index, QItemSelectionModel.SelectionFlag.ClearAndSelect
+            )
+        self.view.scrollTo(index)
+
+    def selected_uids(self) -> list[str]:
+        """The uids of the selected rows, in list order."""
+        rows = sorted(
+            self.proxy.mapToSource(i).row() for i in self.view.selectionModel().selectedIndexes()
+        )
+        return [self.model.documents[r].uid for r in rows]
