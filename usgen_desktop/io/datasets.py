@@ -92,7 +92,8 @@ def open_dataset(
     path: Path, progress: ProgressFn = no_progress, cancel: CancelToken | None = None
 ) -> ImportResult:
     """Open a dataset folder (or one image file) in any layout USGen recognises."""
-    path = Path(path).expanduser()
+    # Absolute, so the source recorded in projects and export manifests stays meaningful.
+    path = Path(path).expanduser().absolute()
     if not path.exists():
         raise DatasetError(f"'{path}' does not exist.")
     plan = _plan(path)
@@ -119,6 +120,7 @@ def _plan(path: Path) -> _Plan:
         raise DatasetError(f"'{root}' holds no images USGen can read.")
     plan.root = plan.root or root
     _apply_csv(plan, root)
+    _apply_usgen_export(plan, plan.root)
     if sidecar:
         _apply_sidecar(plan, sidecar, root)
     if plan.schema is None:
@@ -350,6 +352,42 @@ def _apply_csv(plan: _Plan, root: Path) -> None:
                 item.provenance["_pixel_mm"] = float(mm)
             except ValueError:
                 pass
+
+
+def _apply_usgen_export(plan: _Plan, root: Path) -> None:
+    """A folder USGen exported: its schema file and manifest give back names, classes, tags."""
+    schema_file = root / "usgen_schema.json"
+    if plan.schema is None and schema_file.is_file():
+        try:
+            plan.schema = LabelSchema.load(schema_file)
+        except UsgenError:
+            plan.problems.append("The file 'usgen_schema.json' is damaged; it was ignored.")
+    path = root / "manifest.jsonl"
+    if not path.is_file():
+        return
+    by_case: dict[str, dict[str, Any]] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("case"):
+            by_case[str(rec["case"])] = rec
+    for item in plan.items:
+        rec = by_case.get(item.name)
+        if rec is None:
+            continue
+        tags = dict(rec.get("tags") or {})
+        if rec.get("class"):
+            tags["class"] = rec["class"]
+        item.tags = {**tags, **item.tags}
+        item.name = str(rec.get("name") or item.name)
+        if isinstance(rec.get("provenance"), dict):
+            item.provenance.update(rec["provenance"])
 
 
 def _guess_preset(plan: _Plan) -> LabelSchema | None:

@@ -3,8 +3,7 @@
 nnU-Net v2: ``dataset.json`` with ``labels`` (name -> id), ``file_ending``, ``channel_names``;
 images ``imagesTr/<case>_0000<ending>``, labels ``labelsTr/<case><ending>``; test images in
 ``imagesTs``. Decathlon: ``dataset.json`` with ``labels`` (id -> name) and a ``training`` list of
-``{"image", "label"}`` paths. A ``manifest.jsonl`` written by USGen's exporter gives back each
-case's class and group tags.
+``{"image", "label"}`` paths.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ def plan_nnunet(root: Path) -> tuple[list, str, LabelSchema | None, list[str]]:
         raise DatasetError(f"The file '{root / 'dataset.json'}' is not valid JSON.") from exc
     problems: list[str] = []
     schema = _schema_from(root, meta, problems)
-    tags_by_case = _manifest_tags(root)
     items: list[Any] = []
     if "file_ending" not in meta and isinstance(meta.get("training"), list):
         layout = "decathlon"
@@ -45,7 +43,7 @@ def plan_nnunet(root: Path) -> tuple[list, str, LabelSchema | None, list[str]]:
             case = _strip_suffix(image.name)
             items.append(_Item(
                 image, [(root / str(label)).resolve()] if label else [], case,
-                {**tags_by_case.get(case, {}), "split": "train"}, binary=False,
+                {"split": "train"}, binary=False,
             ))
         missing = [i for i in items if not i.image.exists()]
         for it in missing:
@@ -83,7 +81,7 @@ def plan_nnunet(root: Path) -> tuple[list, str, LabelSchema | None, list[str]]:
                         masks = [label]
                     else:
                         problems.append(f"Case '{case}' has no label file; it opens unlabelled.")
-                items.append(_Item(p, masks, case, {**tags_by_case.get(case, {}), "split": split},
+                items.append(_Item(p, masks, case, {"split": split},
                                    binary=False))
     return items, layout, schema, problems
 
@@ -126,26 +124,3 @@ def _schema_from(root: Path, meta: dict[str, Any], problems: list[str]) -> Label
         base = generic.get(i) or Label(i, name, (255, 255, 0))
         built[i] = Label(i, name, base.color)
     return LabelSchema(name=root.name, labels=tuple(built[i] for i in sorted(built)))
-
-
-def _manifest_tags(root: Path) -> dict[str, dict[str, Any]]:
-    """Class and group of each case from a USGen ``manifest.jsonl`` (exports made by USGen)."""
-    path = root / "manifest.jsonl"
-    out: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return out
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return out
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and rec.get("case"):
-            tags = dict(rec.get("tags") or {})
-            if rec.get("class"):
-                tags["class"] = rec["class"]
-            out[str(rec["case"])] = tags
-    return out
