@@ -1,0 +1,222 @@
+"""The Train panel: live loss curve and samples, cancel keeps the checkpoint, resume hint."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pytest
+
+from usgen_desktop.core.tasks import Progress
+from usgen_desktop.errors import Cancelled
+
+pytestmark = pytest.mark.gui
+
+
+@dataclasses.dataclass
+class FakeResult:
+    model_dir: object
+    step: int
+    cancelled: bool = False
+
+
+@pytest.fixture
+def fake_trainer(monkeypatch):
+    """Replace train_sdm by a quick fake with the same contract; returns what it saw."""
+    from usgen_desktop.synthesis.training import sdm as trainer
+
+    seen: dict = {"delay": 0.0}
+
+    def fake_train_sdm(data, out_dir, config=None, progress=None, cancel=None, on_sample=None,
+                       schema=None, classes=None, resume=False, info=None):
+        seen.update(data=list(data), out_dir=out_dir, config=config, resume=resume,
+                    schema=schema)
+        step = 0
+        progress(Progress(0, config.steps, "starting", {"loss": None, "step": 0}))
+        while step < config.steps:
+            if cancel.cancelled:
+                return FakeResult(out_dir, step, cancelled=True)
+            if seen["delay"]:
+                time.sleep(seen["delay"])
+            step += 1
+            loss = 1.0 / step
+            sample = None
+            if config.sample_every and step % config.sample_every == 0:
+                sample = np.full((16, 32), step % 256, np.uint8)
+                on_sample(step, sample)
+            progress(Progress(step, config.steps, f"step {step}",
+                              {"loss": loss, "step": step, "sample": sample}))
+        return FakeResult(out_dir, step)
+
+    monkeypatch.setattr(trainer, "train_sdm", fake_train_sdm)
+    return seen
+
+
+def make_window(with_images=True):
+    from PySide6.QtWidgets import QLabel, QMainWindow
+
+    from tests.gui.test_generate_panel import StubProject, lesion_doc
+
+    docs = [lesion_doc("a", "benign", 0), lesion_doc("b", "malignant", 1)]
+    synthetic = lesion_doc("synth", "benign", 2)
+    synthetic.provenance = {"backend": "speckle"}
+    docs.append(synthetic)
+    if not with_images:
+        for d in docs:
+            d.image = None
+
+    class StubWindow(QMainWindow):
+        def __init__(self):
+            super().__init__()
+            self.project = StubProject(docs, docs[0].schema)
+            self.errors: list[str] = []
+            self.setCentralWidget(QLabel("canvas"))
+
+        def current_document(self):
+            return docs[0]
+
+        def show_error(self, msg):
+            self.errors.append(msg)
+
+    return StubWindow()
+
+
+def test_train_on_project_draws_loss_and_samples(qtbot, fake_trainer, tmp_path):
+    from usgen_desktop.gui.panels import train
+
+    window = make_window()
+    qtbot.addWidget(window)
+    panel = train.install(window)
+    panel.out_dir.setText(str(tmp_path / "model"))
+    panel.steps.setValue(300)
+    panel.sample_every.setValue(100)
+    handle = panel.train()
+    assert handle is not None
+    with qtbot.waitSignal(handle.finished, timeout=10_000):
+        pass
+    qtbot.waitUntil(lambda: panel.train_button.isEnabled(), timeout=5000)
+    # every step's loss reached the plot, although progress signals are throttled
+    steps, losses = panel.plot.history.snapshot()
+    assert len(losses) == 300 and steps[-1] == 300
+    assert losses[0] > losses[-1]
+    assert panel.samples.image() is not None and "300" in panel.samples.caption
+    # trained on the real annotated images only, never on generated ones
+    assert len(fake_trainer["data"]) == 2
+    assert fake_trainer["config"].steps == 300 and fake_trainer["config"].sample_every == 100
+    assert panel.use_button.isEnabled()
+    assert not window.errors
+
+
+def test_cancel_stops_within_a_step_and_keeps_result(qtbot, fake_trainer, tmp_path):
+    from usgen_desktop.gui.panels import train
+
+    fake_trainer["delay"] = 0.01
+    window = make_window()
+    qtbot.addWidget(window)
+    panel = train.install(window)
+    panel.out_dir.setText(str(tmp_path / "model"))
+    panel.steps.setValue(100_000)
+    handle = panel.train()
+    qtbot.waitUntil(lambda: len(panel.plot.history) >= 3, timeout=10_000)
+    panel.cancel()
+    with qtbot.waitSignal(handle.cancelled, timeout=5000) as blocker:
+        pass
+    assert handle.wait(5000) and handle.thread.isFinished()
+    result = blocker.args[0]
+    assert result.cancelled and 3 <= result.step < 100_000
+    assert abs(len(panel.plot.history) - result.step) <= 1
+
+
+def test_errors_are_one_sentence(qtbot, fake_trainer, tmp_path):
+    from usgen_desktop.gui.panels import train
+
+    window = make_window(with_images=False)
+    qtbot.addWidget(window)
+    panel = train.install(window)
+    assert panel.train() is None
+    assert window.errors == ["Choose a folder for the model first."]
+    panel.out_dir.setText(str(tmp_path / "m"))
+    assert panel.train() is None
+    assert "no annotated real images" in window.errors[-1]
+    panel.source.setCurrentIndex(panel.source.findData(train.FOLDER_SOURCE))
+    assert panel.train() is None
+    assert window.errors[-1] == "Choose the dataset folder to train on."
+
+
+def test_loss_plot_paints_many_points(qtbot):
+    from usgen_desktop.gui.loss_plot import LossPlot
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(300, 160)
+    n = 50_000
+    steps = np.arange(1, n + 1)
+    plot.set_points(steps, 1.0 / np.sqrt(steps) + 0.01 * np.random.default_rng(0).random(n))
+    img = plot.grab().toImage()
+    assert img.width() == 300
+    # something was drawn inside the plot area besides the background
+    colors = {img.pixel(x, y) for x in range(60, 290, 7) for y in range(10, 130, 7)}
+    assert len(colors) > 2
+    plot.set_log_y(False)
+    plot.grab()
+
+
+def test_real_trainer_few_steps_and_resume(qtbot, tmp_path, monkeypatch):
+    """A tiny real sdm run through the panel: cancel keeps a checkpoint; resume continues."""
+    from usgen_desktop.gui.panels import train
+
+    real_make_config = train.make_config
+
+    def tiny(job):
+        cfg = real_make_config(job)
+        return dataclasses.replace(cfg, block_out_channels=(8, 16), layers_per_block=1,
+                                   norm_num_groups=4, attention_head_dim=4, sample_steps=2,
+                                   checkpoint_every=2, warmup=1)
+
+    monkeypatch.setattr(train, "make_config", tiny)
+    window = make_window()
+    qtbot.addWidget(window)
+    panel = train.install(window)
+    out = tmp_path / "model"
+    panel.out_dir.setText(str(out))
+    panel.size.setCurrentIndex(panel.size.findData(64))
+    panel.batch.setValue(2)
+    panel.steps.setValue(4)
+    panel.sample_every.setValue(4)
+    handle = panel.train()
+    with qtbot.waitSignal(handle.finished, timeout=60_000):
+        pass
+    assert handle.result.step == 4
+    assert len(panel.plot.history) == 4
+    assert panel.samples.image() is not None
+    qtbot.waitUntil(lambda: panel.train_button.isEnabled(), timeout=5000)
+    # the folder now holds a run: the panel says so and ticks Resume
+    panel.resume.setChecked(False)
+    panel._check_out_dir()
+    assert panel.resume.isChecked() and "step 4" in panel.resume_hint.text()
+    panel.steps.setValue(6)
+    handle = panel.train()
+    with qtbot.waitSignal(handle.finished, timeout=60_000):
+        pass
+    assert handle.result.step == 6
+    assert not window.errors
+
+
+def test_cancelled_raise_is_reported_as_cancel(qtbot, monkeypatch, tmp_path):
+    from usgen_desktop.gui.panels import train
+    from usgen_desktop.synthesis.training import sdm as trainer
+
+    def stops(*a, **k):
+        raise Cancelled("stopped")
+
+    monkeypatch.setattr(trainer, "train_sdm", stops)
+    window = make_window()
+    qtbot.addWidget(window)
+    panel = train.install(window)
+    panel.out_dir.setText(str(tmp_path / "m"))
+    handle = panel.train()
+    with qtbot.waitSignal(handle.cancelled, timeout=5000):
+        pass
+    qtbot.waitUntil(lambda: panel.train_button.isEnabled(), timeout=5000)
+    assert not window.errors

@@ -1,0 +1,365 @@
+"""The Train dock: fit the sdm generator to the user's own labelled images, in the worker.
+
+Trains on a dataset folder or on the open project's real images (generated ones are left out:
+a generator must not learn from itself), draws the loss curve live, shows the latest sample
+grid, and on Cancel stops at the next step keeping the last checkpoint, so a later run with
+"Resume" continues where it stopped. When training ends, "Use in Generate" points the
+Generate panel at the new model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn
+from usgen_desktop.errors import DatasetError, UsgenError
+from usgen_desktop.gui.gallery import ImagePane
+from usgen_desktop.gui.loss_plot import LossHistory, LossPlot
+from usgen_desktop.gui.worker import TaskHandle, TaskProgressWidget, run_task
+
+PROJECT_SOURCE = "project"
+FOLDER_SOURCE = "folder"
+
+
+@dataclasses.dataclass
+class TrainJob:
+    """What the panel asks the worker to do (plain data: it crosses into the worker thread)."""
+
+    out_dir: Path
+    size: int
+    steps: int
+    batch: int
+    sample_every: int
+    resume: bool
+    dataset: Path | None = None  # a dataset folder, or None to use ``triples``
+    triples: list | None = None  # (image uint8, LabelMap, class) from the open project
+    schema: Any = None
+    device: str = "auto"
+
+
+def project_triples(documents: Any) -> tuple[list, Any]:
+    """(image, labels, class) of every real, annotated image of a project."""
+    triples, schema = [], None
+    for doc in documents:
+        if doc.image is None or doc.provenance or not doc.has_mask:
+            continue
+        triples.append((doc.image.to_uint8().copy(), doc.labels.copy(), doc.klass))
+        schema = schema or doc.schema
+    return triples, schema
+
+
+def make_config(job: TrainJob) -> Any:
+    """A ``TrainConfig`` from the job, setting only the fields this build's trainer knows."""
+    from usgen_desktop.synthesis.training.sdm import TrainConfig
+
+    wanted = {"size": job.size, "steps": job.steps, "batch": job.batch,
+              "sample_every": job.sample_every, "device": job.device,
+              # a checkpoint at least as often as a sample, so Cancel loses little
+              "checkpoint_every": max(1, min(job.sample_every or 250, 250))}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in wanted.items() if k in known})
+
+
+def train_task(
+    job: TrainJob, history: LossHistory, *, progress: ProgressFn, cancel: CancelToken,
+    on_sample: Any = None,
+) -> Any:
+    """The long task: load the data, then ``train_sdm``; losses go into ``history`` as they
+    come (the worker throttles progress signals, so they must not ride on them)."""
+    from usgen_desktop.synthesis.training.sdm import train_sdm
+
+    progress(Progress(0, job.steps, "reading the training images…"))
+    if job.dataset is not None:
+        from usgen_desktop.synthesis.training.data import from_dataset
+
+        triples, schema = from_dataset(job.dataset)
+    else:
+        triples, schema = job.triples or [], job.schema
+    if not triples:
+        raise DatasetError("There are no annotated real images to train on.")
+
+    def relay(p: Progress) -> None:
+        prev = p.preview if isinstance(p.preview, dict) else {}
+        if prev.get("loss") is not None:
+            history.append(int(prev.get("step", p.done)), float(prev["loss"]))
+        progress(Progress(p.done, p.total, p.message))
+
+    def sample(step: int, grid: np.ndarray) -> None:
+        if on_sample is not None:
+            on_sample((step, grid))
+
+    return train_sdm(triples, job.out_dir, make_config(job), relay, cancel, on_sample=sample,
+                     schema=schema, resume=job.resume)
+
+
+def checkpoint_step(out_dir: Path) -> int | None:
+    """The step of the last checkpoint in ``out_dir``, or None (cheap: no torch)."""
+    try:
+        from usgen_desktop.synthesis.training import sdm as trainer
+
+        last = trainer.latest_checkpoint(Path(out_dir))
+        if last is None:
+            return None
+        return int(trainer.load_training_state(last).get("step", 0))
+    except (ImportError, OSError, ValueError, KeyError, UsgenError):
+        return None
+
+
+class TrainPanel(QWidget):
+    """Dataset, output folder, size, steps, batch, resume; live loss curve and samples."""
+
+    def __init__(self, window: QMainWindow) -> None:
+        super().__init__()
+        self.setObjectName("TrainPanel")
+        self.window_ = window
+        self.handle: TaskHandle | None = None
+        self.result: Any = None
+
+        self.source = QComboBox()
+        self.source.addItem("The open project's images", PROJECT_SOURCE)
+        self.source.addItem("A dataset folder", FOLDER_SOURCE)
+        self.dataset = QLineEdit()
+        self.dataset.setPlaceholderText("image/mask folders, nnU-Net or BUSI layout")
+        self.dataset_button = QToolButton()
+        self.dataset_button.setText("…")
+        self.dataset_button.clicked.connect(self._pick_dataset)
+        data_row = QHBoxLayout()
+        data_row.setContentsMargins(0, 0, 0, 0)
+        data_row.addWidget(self.dataset, 1)
+        data_row.addWidget(self.dataset_button)
+        self.out_dir = QLineEdit()
+        self.out_dir.setPlaceholderText("a new folder for the model")
+        self.out_button = QToolButton()
+        self.out_button.setText("…")
+        self.out_button.clicked.connect(self._pick_out)
+        out_row = QHBoxLayout()
+        out_row.setContentsMargins(0, 0, 0, 0)
+        out_row.addWidget(self.out_dir, 1)
+        out_row.addWidget(self.out_button)
+        self.size = QComboBox()
+        for s in (64, 128, 256):
+            self.size.addItem(f"{s} × {s}", s)
+        self.size.setCurrentIndex(1)
+        self.steps = QSpinBox()
+        self.steps.setRange(1, 10_000_000)
+        self.steps.setSingleStep(500)
+        self.steps.setValue(2000)
+        self.batch = QSpinBox()
+        self.batch.setRange(1, 512)
+        self.batch.setValue(8)
+        self.sample_every = QSpinBox()
+        self.sample_every.setRange(0, 1_000_000)
+        self.sample_every.setSingleStep(100)
+        self.sample_every.setValue(500)
+        self.sample_every.setToolTip("Draw sample images every so many steps (0 = never)")
+        self.resume = QCheckBox("Resume the run in the output folder")
+        self.resume_hint = QLabel("")
+        self.resume_hint.setWordWrap(True)
+        self.out_dir.editingFinished.connect(self._check_out_dir)
+
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("Train on", self.source)
+        form.addRow("Dataset", data_row)
+        form.addRow("Model folder", out_row)
+        form.addRow("Size", self.size)
+        form.addRow("Steps", self.steps)
+        form.addRow("Batch", self.batch)
+        form.addRow("Samples every", self.sample_every)
+        form.addRow("", self.resume)
+        form.addRow("", self.resume_hint)
+
+        self.train_button = QPushButton("Train")
+        self.train_button.clicked.connect(self.train)
+        self.use_button = QPushButton("Use in Generate")
+        self.use_button.setToolTip("Generate with the model this run saved")
+        self.use_button.setEnabled(False)
+        self.use_button.clicked.connect(self.use_in_generate)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.train_button, 1)
+        buttons.addWidget(self.use_button)
+        self.progress = TaskProgressWidget()
+        self.plot = LossPlot()
+        self.log_y = QCheckBox("Log scale")
+        self.log_y.setChecked(True)
+        self.log_y.toggled.connect(self.plot.set_log_y)
+        self.samples = ImagePane("Latest samples")
+        self.samples.set_image(None, "sample images appear here")
+        self.samples.setMinimumHeight(120)
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(6, 6, 6, 6)
+        lay.addLayout(form)
+        lay.addLayout(buttons)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.plot, 2)
+        lay.addWidget(self.log_y)
+        lay.addWidget(self.samples, 2)
+        self.source.currentIndexChanged.connect(self._source_changed)
+        self._source_changed()
+
+    # -- form -----------------------------------------------------------------------------
+    def _source_changed(self, *_: Any) -> None:
+        folder = self.source.currentData() == FOLDER_SOURCE
+        self.dataset.setEnabled(folder)
+        self.dataset_button.setEnabled(folder)
+
+    def _pick_dataset(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose the training dataset")
+        if folder:
+            self.dataset.setText(folder)
+
+    def _pick_out(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose the model folder")
+        if folder:
+            self.out_dir.setText(folder)
+            self._check_out_dir()
+
+    def _check_out_dir(self) -> None:
+        """Tell the user when the folder already holds a run, and tick Resume for them."""
+        text = self.out_dir.text().strip()
+        step = checkpoint_step(Path(text)) if text else None
+        if step is None:
+            self.resume_hint.setText("")
+            return
+        self.resume.setChecked(True)
+        self.resume_hint.setText(f"This folder holds a run stopped at step {step}; it resumes "
+                                 "from there.")
+
+    @property
+    def running(self) -> bool:
+        return self.handle is not None and self.handle.running
+
+    def make_job(self) -> TrainJob:
+        out = self.out_dir.text().strip()
+        if not out:
+            raise UsgenError("Choose a folder for the model first.")
+        job = TrainJob(
+            out_dir=Path(out), size=int(self.size.currentData()), steps=int(self.steps.value()),
+            batch=int(self.batch.value()), sample_every=int(self.sample_every.value()),
+            resume=self.resume.isChecked(),
+        )
+        if self.source.currentData() == FOLDER_SOURCE:
+            folder = self.dataset.text().strip()
+            if not folder or not Path(folder).is_dir():
+                raise DatasetError("Choose the dataset folder to train on.")
+            job.dataset = Path(folder)
+        else:
+            project = getattr(self.window_, "project", None)
+            triples, schema = project_triples(getattr(project, "documents", []) or [])
+            if not triples:
+                raise DatasetError("The project has no annotated real images to train on; "
+                                   "open some or choose a dataset folder.")
+            job.triples = triples
+            job.schema = getattr(project, "schema", None) or schema
+        return job
+
+    # -- running --------------------------------------------------------------------------
+    def train(self) -> TaskHandle | None:
+        if self.running:
+            return None
+        try:
+            job = self.make_job()
+        except UsgenError as exc:
+            self._show_error(str(exc))
+            return None
+        if not job.resume:
+            self.plot.clear()
+        self.samples.set_image(None, "sample images appear here")
+        self.use_button.setEnabled(False)
+        self.result = None
+        self.handle = run_task(
+            self, train_task, job, self.plot.history, title="train",
+            item_kwarg="on_sample", on_item=self._on_sample, on_done=self._on_done,
+            on_cancelled=self._on_done, on_failed=self._show_error,
+            on_progress=lambda _p: self.plot.refresh(),
+        )
+        self.handle.ended.connect(self._on_ended)
+        self.progress.attach(self.handle, "Preparing the training images…")
+        self.train_button.setEnabled(False)
+        return self.handle
+
+    def cancel(self) -> None:
+        if self.running:
+            self.progress.cancel()
+
+    def _on_sample(self, item: Any) -> None:
+        step, grid = item
+        self.samples.caption = f"Samples at step {step}"
+        self.samples.set_image(np.asarray(grid))
+
+    def _on_done(self, result: Any) -> None:
+        self.plot.refresh()
+        if result is None:
+            return
+        self.result = result
+        self.use_button.setEnabled(True)
+        step = getattr(result, "step", None)
+        self.progress.message.setText(
+            f"Model saved in {getattr(result, 'model_dir', self.out_dir.text())} "
+            f"(step {step}{', stopped early' if getattr(result, 'cancelled', False) else ''})."
+        )
+        self._check_out_dir()
+
+    def _on_ended(self) -> None:
+        self.train_button.setEnabled(True)
+        self.plot.refresh()
+
+    def use_in_generate(self) -> None:
+        """Point the Generate panel at the model this run saved."""
+        from usgen_desktop.gui.panels.generate import GeneratePanel
+
+        if self.result is None:
+            return
+        panel = self.window_.findChild(GeneratePanel)
+        if panel is None:
+            return
+        panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
+        panel.model_dir.setText(str(self.result.model_dir))
+        dock = panel.parentWidget()
+        if isinstance(dock, QDockWidget):
+            dock.show()
+            dock.raise_()
+
+    def _show_error(self, sentence: str) -> None:
+        show = getattr(self.window_, "show_error", None)
+        if callable(show):
+            show(sentence)
+        else:
+            QMessageBox.warning(self.window_, "Train", sentence)
+
+
+def install(window: QMainWindow) -> TrainPanel:
+    """Add the Train dock, tabbed with the Generate dock when that is there."""
+    panel = TrainPanel(window)
+    dock = QDockWidget("Train", window)
+    dock.setObjectName("TrainDock")
+    dock.setWidget(panel)
+    window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+    generate = window.findChild(QDockWidget, "GenerateDock")
+    if generate is not None:
+        window.tabifyDockWidget(generate, dock)
+        generate.raise_()
+    return panel
