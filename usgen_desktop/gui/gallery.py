@@ -53,14 +53,6 @@ def rgb_to_qimage(rgb: np.ndarray) -> QImage:
     return QImage(a.data, w, h, a.strides[0], QImage.Format.Format_RGB888).copy()
 
 
-def label_outline(labels: np.ndarray) -> np.ndarray:
-    """True on pixels whose right or lower neighbour has another label id (thin borders)."""
-    edge = np.zeros(labels.shape, bool)
-    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
-    return edge
-
-
 def label_colors(labels: np.ndarray, schema: LabelSchema | None) -> np.ndarray:
     """RGB rendering of a label map with the schema's colours (grey levels without one)."""
     if schema is not None:
@@ -74,21 +66,47 @@ def label_colors(labels: np.ndarray, schema: LabelSchema | None) -> np.ndarray:
 def overlay_outline(
     gray: np.ndarray, labels: np.ndarray, schema: LabelSchema | None
 ) -> np.ndarray:
-    """The image in RGB with each label's border drawn in its colour (background borders
-    of the sector drawn too, so the fan edge shows)."""
+    """The image in RGB with each label's border drawn in its colour (the fan edge too)."""
     rgb = np.repeat(np.asarray(gray, np.uint8)[..., None], 3, axis=2)
     if labels.shape != rgb.shape[:2]:
         return rgb
-    edge = label_outline(labels)
-    colors = label_colors(labels, schema)
-    # a border pixel takes the colour of the brighter side so lesion edges stay visible
-    shifted = np.maximum(labels, np.pad(labels, ((0, 1), (0, 1)), mode="edge")[1:, 1:])
-    colors_b = label_colors(shifted, schema)
-    use = np.where(colors.sum(-1, keepdims=True) >= colors_b.sum(-1, keepdims=True),
-                   colors, colors_b)
-    use[use.sum(-1) == 0] = (255, 255, 0)
-    rgb[edge] = use[edge]
+    labels = np.asarray(labels)
+    # only the border pixels are coloured, so look colours up there alone (cheap at 512²)
+    right = np.zeros(labels.shape, labels.dtype)
+    down = np.zeros(labels.shape, labels.dtype)
+    right[:, :-1] = labels[:, 1:]
+    down[:-1, :] = labels[1:, :]
+    right[:, -1] = labels[:, -1]
+    down[-1, :] = labels[-1, :]
+    edge = (labels != right) | (labels != down)
+    ys, xs = np.nonzero(edge)
+    if len(ys) == 0:
+        return rgb
+    lut = label_colors(np.arange(256, dtype=np.uint8), schema)
+    here = labels[ys, xs]
+    there = np.maximum(right[ys, xs], down[ys, xs])
+    ca, cb = lut[here], lut[there]
+    # a border takes the colour of its labelled side (the brighter one where both are)
+    use = np.where(ca.astype(int).sum(-1, keepdims=True) >= cb.astype(int).sum(-1, keepdims=True),
+                   ca, cb)
+    use[use.astype(int).sum(-1) == 0] = (255, 255, 0)
+    rgb[ys, xs] = use
     return rgb
+
+
+def thumbnail_arrays(gray: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray,
+                                                                                  np.ndarray]:
+    """Image and label map shrunk to fit ``size`` (area / nearest): outlines drawn at the
+    thumbnail's own scale stay one crisp pixel instead of fading when shrunk."""
+    import cv2
+
+    h, w = gray.shape[:2]
+    scale = min(1.0, size / max(h, w))
+    if scale >= 1.0:
+        return gray, labels
+    tw, th = max(1, round(w * scale)), max(1, round(h * scale))
+    return (cv2.resize(gray, (tw, th), interpolation=cv2.INTER_AREA),
+            cv2.resize(labels, (tw, th), interpolation=cv2.INTER_NEAREST))
 
 
 class ImagePane(QWidget):
@@ -415,7 +433,8 @@ class GalleryWidget(QWidget):
             i += 1
 
     def _header_tile(self, item: GalleryItem) -> QListWidgetItem:
-        labels = item.result.label_map.data
+        _, labels = thumbnail_arrays(item.result.label_map.data, item.result.label_map.data,
+                                     THUMB)
         pix = QPixmap.fromImage(rgb_to_qimage(label_colors(labels, item.schema)))
         name = item.source.name if item.source is not None else "label map"
         tile = QListWidgetItem(QIcon(_fit(pix)), f"▸ {name}")
@@ -426,9 +445,10 @@ class GalleryWidget(QWidget):
         return tile
 
     def _icon(self, item: GalleryItem) -> QIcon:
-        img = np.asarray(item.result.image, np.uint8)
+        img, labels = thumbnail_arrays(np.asarray(item.result.image, np.uint8),
+                                       item.result.label_map.data, THUMB)
         if self._outline:
-            q = rgb_to_qimage(overlay_outline(img, item.result.label_map.data, item.schema))
+            q = rgb_to_qimage(overlay_outline(img, labels, item.schema))
         else:
             q = gray_to_qimage(img)
         pix = _fit(QPixmap.fromImage(q))

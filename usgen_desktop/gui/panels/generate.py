@@ -232,7 +232,7 @@ class GeneratePanel(QWidget):
         self.model_dir.setText(self._model_dirs.get(name) or default_model_dir(name))
         self.model_dir.setPlaceholderText(
             {"speckle": "not needed", "sdm": "a trained sdm model folder",
-             "controlnet": "folder with Stable Diffusion 1.5 + ControlNet"}[name]
+             "controlnet": "folder with Stable Diffusion 1.5 + ControlNet"}.get(name, "")
         )
         self.steps.setEnabled(diffusion)
         self.guidance.setEnabled(diffusion)
