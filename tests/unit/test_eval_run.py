@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.unit.eval_helpers import lesion_doc, lesion_set
+from tests.unit.test_eval_helpers import lesion_doc, lesion_set
 from usgen_desktop.core.tasks import CancelToken
 from usgen_desktop.errors import Cancelled, DatasetError
 from usgen_desktop.evaluation import EvalConfig, evaluate
@@ -34,10 +34,11 @@ def test_realism_auc_is_half_on_identical_sets():
     assert r["auc"] == pytest.approx(0.5, abs=0.05)
 
 
-def test_realism_auc_near_half_on_identical_sets_in_different_folds():
-    imgs = _images(lesion_set(40, seed=2))
-    r = realism_auc(imgs, imgs.copy(), folds=4, epochs=2, seed=0)
-    assert 0.2 < r["auc"] < 0.8
+def test_realism_auc_near_half_on_two_samples_of_one_distribution():
+    # different images, same generator: nothing to learn (measured 0.38-0.57 over 8 seeds)
+    r = realism_auc(_images(lesion_set(40, seed=20)), _images(lesion_set(40, seed=40)),
+                    folds=4, epochs=2, seed=0)
+    assert 0.25 < r["auc"] < 0.75
 
 
 def test_realism_auc_near_one_on_disjoint_noise():

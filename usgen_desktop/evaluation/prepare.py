@@ -117,9 +117,11 @@ def dev_split(names: Sequence[str], groups: Sequence[str], held_out: Iterable[st
     """Train/test indices from a list of held-out names (document names, file names or
     groups); a document whose group holds a held-out document is held out too."""
     wanted = {h.strip() for h in held_out if h.strip()}
-    wanted |= {Path(h).name for h in wanted}
+    # a line may be a group, a document name, a file name or a path relative to the dataset
+    wanted |= {Path(h).name for h in wanted} | {Path(h).stem for h in wanted}
     hit_groups = {g for nm, g in zip(names, groups, strict=True)
-                  if nm in wanted or Path(nm).name in wanted or g in wanted}
+                  if nm in wanted or Path(nm).name in wanted or Path(nm).stem in wanted
+                  or g in wanted}
     test = np.array([i for i, g in enumerate(groups) if g in hit_groups], dtype=np.int64)
     train = np.array([i for i, g in enumerate(groups) if g not in hit_groups], dtype=np.int64)
     if len(test) == 0:
