@@ -229,6 +229,7 @@ def _read_tiff(path: Path, frame: int | None) -> RawImage:
             else:
                 arr = series.asarray() if series is not None else tif.pages[0].asarray()
                 if arr.ndim == 3 and arr.shape[-1] not in (1, 2, 3, 4):
+                    n_pages = arr.shape[0]  # one page holding a stack of frames
                     arr = _pick_frame(arr, frame, path)
                 elif frame not in (None, 0):
                     raise ImageReadError(
@@ -238,11 +239,39 @@ def _read_tiff(path: Path, frame: int | None) -> RawImage:
     except ImageReadError:
         raise
     except Exception as exc:  # tifffile raises many types on damaged files
-        raise ImageReadError(f"'{path.name}' is corrupt or not a TIFF file USGen can read.") from exc
+        # Compressed TIFFs (LZW, JPEG, ...) need imagecodecs in tifffile; OpenCV's libtiff
+        # decodes them without it.
+        arr, n_pages = _read_tiff_cv2(path, frame)
+        if arr is None:
+            raise ImageReadError(
+                f"'{path.name}' is corrupt or not a TIFF file USGen can read."
+            ) from exc
+        spacing = None
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar RGB
     return RawImage(arr, spacing, {"frames": max(1, n_pages), "format": "tiff"})
+
+
+def _read_tiff_cv2(path: Path, frame: int | None) -> tuple[np.ndarray | None, int]:
+    import cv2
+
+    try:
+        ok, pages = cv2.imreadmulti(str(path), flags=cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return None, 0
+    if not ok or not pages:
+        return None, 0
+    index = 0 if frame is None else int(frame)
+    if not 0 <= index < len(pages):
+        raise ImageReadError(
+            f"'{path.name}' has {len(pages)} frames (0-{len(pages) - 1}); frame {index} "
+            "does not exist."
+        )
+    arr = pages[index]
+    if arr.ndim == 3 and arr.shape[2] >= 3:
+        arr = arr[..., [2, 1, 0, *range(3, arr.shape[2])]]  # BGR(A) -> RGB(A)
+    return arr, len(pages)
 
 
 def _tiff_spacing(page: Any) -> tuple[float, float] | None:
