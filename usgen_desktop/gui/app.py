@@ -214,16 +214,20 @@ def main(argv: list[str] | None = None) -> int:
             QMessageBox.warning(None, "USGen Desktop", str(exc2))
             return 2
     window = MainWindow(project, settings=settings)
-    _install_excepthook(lambda: window)
     window.show()
-    if to_import:
-        QTimer.singleShot(0, lambda: window.import_paths(to_import))
     if args.exit_after_show:
         app.processEvents()
         print(f"window shown after {time.perf_counter() - _T0:.3f} s", flush=True)
-        window.autosaver.stop()
+        window.close()
+        window.deleteLater()
         return 0
-    return int(app.exec())
+    if to_import:
+        QTimer.singleShot(0, lambda: window.import_paths(to_import))
+    _install_excepthook(lambda: window)
+    try:
+        return int(app.exec())
+    finally:
+        sys.excepthook = sys.__excepthook__
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPushButton,
     QRadioButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -40,24 +41,25 @@ FORMATS = [
 ]
 
 
+FORMAT_NAMES = {"folder": "images/ + masks/ folders", "nnunet": "an nnU-Net v2 dataset",
+                "decathlon": "a Decathlon dataset"}
+
+
 def describe_report(report: Any) -> str:
-    """A short, human summary of an export report whatever fields it offers."""
-    parts = []
-    for attr, text in (("written", "pairs written"), ("n_written", "pairs written"),
-                       ("skipped", "skipped"), ("out_dir", "in")):
-        value = getattr(report, attr, None)
-        if value is None:
-            continue
-        if isinstance(value, (list, tuple, set)):
-            value = len(value)
-        parts.append(f"{value} {text}" if attr != "out_dir" else f"{text} {value}")
-    summary = ", ".join(parts) if parts else str(report)
-    problems = list(getattr(report, "problems", []) or [])
-    if problems:
-        summary += "\n\nProblems:\n" + "\n".join(f"• {p}" for p in problems[:20])
-        if len(problems) > 20:
-            summary += f"\n… and {len(problems) - 20} more"
-    return summary
+    """A short summary of an ``ExportReport`` for the user."""
+    fmt = FORMAT_NAMES.get(getattr(report, "fmt", ""), "a dataset")
+    count = int(getattr(report, "count", 0))
+    written = int(getattr(report, "written", count))
+    resumed = int(getattr(report, "resumed", 0))
+    text = f"Exported {count} pair{'s' if count != 1 else ''} as {fmt} to {report.out_dir}."
+    if resumed:
+        text += f" {resumed} were already there from an interrupted export; {written} were added."
+    skipped = list(getattr(report, "skipped", []) or [])
+    if skipped:
+        text += f"\n\nLeft out ({len(skipped)}):\n" + "\n".join(f"• {p}" for p in skipped[:15])
+        if len(skipped) > 15:
+            text += f"\n… and {len(skipped) - 15} more"
+    return text
 
 
 class ExportDialog(QDialog):
@@ -83,6 +85,13 @@ class ExportDialog(QDialog):
         self.name = QLineEdit()
         self.name.setAccessibleName("Dataset name")
         self.name.setToolTip("For nnU-Net: Dataset<NNN>_<name>; the number is added if missing")
+        self.dataset_id = QSpinBox()
+        self.dataset_id.setRange(1, 999)
+        self.dataset_id.setValue(500)
+        self.dataset_id.setAccessibleName("nnU-Net dataset number")
+        self.dataset_id.setToolTip("nnU-Net's DatasetNNN number (500 and up are free for you)")
+        self.format.currentIndexChanged.connect(
+            lambda _i: self.dataset_id.setEnabled(self.format.currentData() == "nnunet"))
         self.all_masked = QRadioButton()
         self.only_selected = QRadioButton()
         group = QButtonGroup(self)
@@ -98,6 +107,7 @@ class ExportDialog(QDialog):
         form.addRow("&Format", self.format)
         form.addRow("&Target folder", row)
         form.addRow("Dataset &name", self.name)
+        form.addRow("nnU-Net dataset &number", self.dataset_id)
         which = QVBoxLayout()
         which.addWidget(self.all_masked)
         which.addWidget(self.only_selected)
@@ -130,6 +140,7 @@ class ExportDialog(QDialog):
         fmt = self.settings.value("export/format", "nnunet") if self.settings else "nnunet"
         idx = self.format.findData(fmt)
         self.format.setCurrentIndex(max(0, idx))
+        self.dataset_id.setEnabled(self.format.currentData() == "nnunet")
 
     def _browse(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Export to", self.folder.text())
@@ -159,7 +170,7 @@ class ExportDialog(QDialog):
         self.report = run_with_progress(
             self, f"Exporting {len(docs)} pairs…", export_pairs, docs, Path(folder).expanduser(),
             fmt=fmt, schema=self.project.schema, dataset_name=self.name.text().strip() or "USGen",
-            overwrite=self.overwrite.isChecked(),
+            overwrite=self.overwrite.isChecked(), dataset_id=self.dataset_id.value(),
         )
         if self.settings is not None:
             self.settings.setValue("export/last_dir", str(Path(folder).expanduser().parent))

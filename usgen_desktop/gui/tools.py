@@ -246,8 +246,11 @@ class PolygonTool(CanvasTool):
             self._hover = (x, y)
 
     def double_click(self, canvas: Canvas, x: float, y: float, mods: Mods) -> None:
-        # The first click of the double-click already added this corner.
+        # A real double-click's first click already added this corner; a synthetic one
+        # (accessibility tools, tests) may not have.
         self._press_at = None
+        if not self.points or math.dist(self.points[-1], (x, y)) * canvas.scale > self.DRAG_PX:
+            self.points.append((x, y))
         self.close(canvas)
 
     def key_press(self, canvas: Canvas, key: int, mods: Mods) -> bool:
