@@ -41,7 +41,7 @@ from usgen_desktop.core.labels import (
     load_preset,
 )
 from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn, no_progress
-from usgen_desktop.errors import DatasetError, UsgenError
+from usgen_desktop.errors import DatasetError, MaskMismatchError, UsgenError
 from usgen_desktop.io.images import is_image_file, read_image, suffix_of
 from usgen_desktop.io.masks import fill_outline, read_mask, read_masks_or
 
@@ -76,6 +76,7 @@ class _Item:
     outline: bool = False  # masks are drawn outlines to fill (HC18)
     binary: bool = True  # several masks are OR-ed into label 1 (BUSI)
     provenance: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None  # a problem to report once the image has opened
 
 
 @dataclass
@@ -248,7 +249,7 @@ def _scan_pair_dirs(folder: Path, klass: str | None) -> tuple[list[_Item], list[
         stems.add(stem)
         item = _Item(p, sorted(masks.get(stem, []), key=_mask_order), stem, dict(tags))
         if mask_dir is not None and not item.masks:
-            problems.append(f"'{p.name}' has no mask; it opens with an empty label map.")
+            item.note = f"'{p.name}' has no mask; it opens with an empty label map."
         items.append(item)
     problems += [
         f"The mask '{ms[0].name}' has no matching image; it was skipped."
@@ -430,6 +431,8 @@ def _load(plan: _Plan, progress: ProgressFn, cancel: CancelToken | None
             return ""
         try:
             return _load_item(item)
+        except MaskMismatchError as exc:
+            return f"{str(exc).rstrip('.')}; the pair was skipped."
         except UsgenError as exc:
             return str(exc)
         except (OSError, ValueError, MemoryError) as exc:
@@ -444,6 +447,8 @@ def _load(plan: _Plan, progress: ProgressFn, cancel: CancelToken | None
                 cancel.raise_if_cancelled()
             if isinstance(result, Document):
                 docs.append(result)
+                if plan.items[n - 1].note:
+                    problems.append(plan.items[n - 1].note)
             elif result:
                 problems.append(result)
             progress(Progress(n, total, plan.items[n - 1].name))
