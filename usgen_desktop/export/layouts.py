@@ -61,6 +61,8 @@ def dataset_folder(out_dir: Path, fmt: str, name: str, dataset_id: int) -> Path:
     out_dir = Path(out_dir)
     if fmt != "nnunet" or _DATASET_RE.match(out_dir.name):
         return out_dir
+    if _DATASET_RE.match(str(name)):
+        return out_dir / str(name)
     return out_dir / f"Dataset{dataset_id:03d}_{safe_name(name) or 'USGen'}"
 
 
