@@ -40,7 +40,7 @@ def label_maps(size: int, n: int) -> list[np.ndarray]:
     import cv2
 
     masks: list[np.ndarray] = []
-    data = ROOT.parent / "shared" / "data" / "busi" / "benign" / "masks"
+    data = ROOT.parent / "shared" / "data" / "busi" / "benign" / "masks"  # "<name>_mask.png"
     if data.is_dir():
         for p in sorted(data.glob("*.png"))[:n]:
             m = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)

@@ -234,6 +234,7 @@ class GalleryWidget(QWidget):
         self.list.setWordWrap(True)
         self.list.setUniformItemSizes(True)
         self.list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
+        self.list.setMinimumHeight(THUMB + 40)
         self.list.currentItemChanged.connect(self._on_current_changed)
         self.list.itemSelectionChanged.connect(self._update_buttons)
 
@@ -261,16 +262,17 @@ class GalleryWidget(QWidget):
         bar.addStretch(1)
         bar.addWidget(self.outline_box)
 
-        bottom = QWidget()
-        bl = QVBoxLayout(bottom)
+        browse = QWidget()
+        bl = QVBoxLayout(browse)
         bl.setContentsMargins(0, 0, 0, 0)
         bl.addLayout(bar)
         bl.addWidget(self.list, 1)
-        split = QSplitter(Qt.Orientation.Vertical)
+        # thumbnails beside the large compare view: a bottom dock is wide, not tall
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(browse)
         split.addWidget(compare)
-        split.addWidget(bottom)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
         split.setChildrenCollapsible(False)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
@@ -400,6 +402,7 @@ class GalleryWidget(QWidget):
     def select(self, item: GalleryItem) -> None:
         tile = self._tile(item.id)
         if tile is not None:
+            self.list.clearSelection()
             self.list.setCurrentItem(tile)
 
     # -- internals ------------------------------------------------------------------------

@@ -111,7 +111,7 @@ class LossPlot(QWidget):
         p.fillRect(self.rect(), pal.base())
         fm = p.fontMetrics()
         text_color = pal.text().color()
-        left = fm.horizontalAdvance("0.0000") + 8
+        left = fm.horizontalAdvance("0.000e-00") + 6
         plot = QRectF(left, 6, max(10, self.width() - left - 8),
                       max(10, self.height() - fm.height() - 14))
         grid = QColor(text_color)
@@ -201,9 +201,9 @@ class LossPlot(QWidget):
 
     @staticmethod
     def _fmt(v: float) -> str:
-        if v == 0 or 1e-3 <= abs(v) < 1e4:
-            return f"{v:.4g}"
-        return f"{v:.1e}"
+        if v == 0 or 1e-2 <= abs(v) < 1e4:
+            return f"{v:.3g}"
+        return f"{v:.2e}"
 
 
 def _poly(xs: np.ndarray, ys: np.ndarray) -> QPolygonF:

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -158,6 +159,11 @@ class GeneratePanel(QWidget):
         self.scope = QComboBox()
         for key, text in SCOPES.items():
             self.scope.addItem(text, key)
+        for combo in (self.backend, self.klass, self.device, self.scope):
+            # long entries must not make the dock wider than the screen allows
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(10)
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -180,7 +186,7 @@ class GeneratePanel(QWidget):
         self.generate_button.clicked.connect(self.generate)
         self.progress = TaskProgressWidget()
         self.preview = ImagePane("Preview")
-        self.preview.setMinimumHeight(140)
+        self.preview.setMinimumHeight(100)
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
@@ -461,6 +467,16 @@ class GeneratePanel(QWidget):
         return answer == QMessageBox.StandardButton.Yes
 
 
+def scrolled(widget: QWidget) -> QScrollArea:
+    """The panel in a scroll area, so a short screen scrolls it instead of growing the window."""
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QScrollArea.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setWidget(widget)
+    return area
+
+
 def install(window: QMainWindow) -> GeneratePanel:
     """Add the Generate and Gallery docks to the main window."""
     gallery = GalleryWidget()
@@ -471,7 +487,16 @@ def install(window: QMainWindow) -> GeneratePanel:
     panel = GeneratePanel(window, gallery)
     dock = QDockWidget("Generate", window)
     dock.setObjectName("GenerateDock")
-    dock.setWidget(panel)
+    dock.setWidget(scrolled(panel))
     window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+    labels = window.findChild(QDockWidget, "dock_labels")
+    if labels is not None:
+        # a short label list leaves the height to the form and preview; deferred until the
+        # window has its size (resizing docks of an unshown window distorts the layout)
+        QTimer.singleShot(0, lambda: window.resizeDocks([labels, dock], [170, 10_000],
+                                                        Qt.Orientation.Vertical))
+    # the right column runs to the bottom edge, so the gallery sits under the canvas only
+    window.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
     window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, gallery_dock)
+    gallery_dock.hide()  # room for the canvas until there is something to show
     return panel

@@ -218,6 +218,10 @@ class TrainPanel(QWidget):
         lay.addWidget(self.log_y)
         lay.addWidget(self.samples, 2)
         self.source.currentIndexChanged.connect(self._source_changed)
+        for combo in (self.source, self.size):
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
         self._source_changed()
 
     # -- form -----------------------------------------------------------------------------
@@ -338,8 +342,8 @@ class TrainPanel(QWidget):
             return
         panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
         panel.model_dir.setText(str(self.result.model_dir))
-        dock = panel.parentWidget()
-        if isinstance(dock, QDockWidget):
+        dock = self.window_.findChild(QDockWidget, "GenerateDock")
+        if dock is not None:
             dock.show()
             dock.raise_()
 
@@ -353,10 +357,12 @@ class TrainPanel(QWidget):
 
 def install(window: QMainWindow) -> TrainPanel:
     """Add the Train dock, tabbed with the Generate dock when that is there."""
+    from usgen_desktop.gui.panels.generate import scrolled
+
     panel = TrainPanel(window)
     dock = QDockWidget("Train", window)
     dock.setObjectName("TrainDock")
-    dock.setWidget(panel)
+    dock.setWidget(scrolled(panel))
     window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
     generate = window.findChild(QDockWidget, "GenerateDock")
     if generate is not None:
