@@ -272,8 +272,7 @@ def evaluate(
                               "threads": torch.get_num_threads(), "machine": platform.machine()}
     metrics["report"] = write_report(
         out, metrics,
-        real.subset(test_idx[: config.grid_samples]) if len(test_idx) else real,
-        syn, n_classes, config.grid_samples)
+        real_test, syn, n_classes, config.grid_samples)
     lap("report", t0)
     _write_json(out / "metrics.json", metrics)
     progress(Progress(_Meter.TOTAL, _Meter.TOTAL, f"Report written to {out / 'report.html'}"))

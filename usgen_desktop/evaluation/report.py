@@ -92,7 +92,8 @@ def plot_speckle(speckle: dict[str, Any], path: Path) -> bool:
     if fig is None or not entries:
         return False
     bins = np.arange(64) * 4 + 2
-    stats = ["mean", "std", "snr", "skewness", "envelope_snr", "nakagami_m"]
+    # skewness can be negative, so its ratio means nothing: it stays in the table only
+    stats = ["mean", "std", "snr", "envelope_snr", "nakagami_m"]
     for j, (_k, e) in enumerate(entries):
         ax = fig.add_subplot(2, len(entries), j + 1)
         ax.plot(bins, e["real"]["histogram"], label="real", color="#246")
@@ -106,11 +107,17 @@ def plot_speckle(speckle: dict[str, Any], path: Path) -> bool:
         ax2 = fig.add_subplot(2, len(entries), len(entries) + j + 1)
         ratio = e.get("ratio_synthetic_to_real", {})
         vals = [ratio.get(s, float("nan")) for s in stats]
-        ax2.barh(range(len(stats)), vals, color="#888")
-        ax2.axvline(1.0, color="#246", linestyle="--")
+        # log2 of the ratio as bars from 0, so halving and doubling look equally far off
+        logs = [float(np.clip(np.log2(v), -3, 3)) if v > 0 else np.nan for v in vals]
+        colors = ["#c33" if abs(v) > 0.32 else "#888" for v in logs]  # off by > 25 %
+        ax2.barh(range(len(stats)), logs, color=colors)
+        ax2.axvline(0.0, color="#246", linestyle="--")
+        ax2.set_xlim(-3.2, 3.2)
+        ax2.set_xticks(range(-3, 4))
+        ax2.set_xticklabels(["1/8", "1/4", "1/2", "1", "2", "4", "8"])
         ax2.set_yticks(range(len(stats)))
         ax2.set_yticklabels(stats, fontsize=7)
-        ax2.set_xlabel("synthetic / real (median)", fontsize=8)
+        ax2.set_xlabel("synthetic / real (medians)", fontsize=8)
         ax2.tick_params(labelsize=7)
     fig.tight_layout()
     fig.savefig(path)
@@ -131,23 +138,56 @@ def _tile(img: np.ndarray, mask: np.ndarray, tile: int) -> np.ndarray:
     return rgb
 
 
+def _pairs_by_class(real: EvalSet, synthetic: EvalSet, n: int) -> list[tuple[int, int]]:
+    """Up to ``n`` (real, synthetic) index pairs of the same class, classes taken in turn,
+    spread over each set."""
+    classes = sorted({c for c in synthetic.classes if c} & {c for c in real.classes if c})
+    if not classes:
+        m = min(n, len(real), len(synthetic))
+        if m == 0:
+            return []
+        return list(zip(np.linspace(0, len(real) - 1, m).round().astype(int).tolist(),
+                        np.linspace(0, len(synthetic) - 1, m).round().astype(int).tolist(),
+                        strict=True))
+    pools = {c: ([i for i, x in enumerate(real.classes) if x == c],
+                 [i for i, x in enumerate(synthetic.classes) if x == c]) for c in classes}
+    pairs: list[tuple[int, int]] = []
+    turn = 0
+    while len(pairs) < n and any(min(len(a), len(b)) > turn // len(classes)
+                                 for a, b in pools.values()):
+        c = classes[turn % len(classes)]
+        k = turn // len(classes)
+        a, b = pools[c]
+        if k < min(len(a), len(b)):
+            step_a, step_b = max(1, len(a) // max(1, n)), max(1, len(b) // max(1, n))
+            pairs.append((a[(k * step_a) % len(a)], b[(k * step_b) % len(b)]))
+        turn += 1
+    return pairs
+
+
 def sample_grid(real: EvalSet, synthetic: EvalSet, n: int, path: Path, tile: int = 128) -> bool:
-    """Two rows: real held-out images above, synthetic images below, label outlines drawn."""
+    """Two rows: real images above, synthetic images of the same class below (classes taken
+    in turn), label outlines drawn."""
     import cv2
 
-    n = min(n, len(real), len(synthetic))
-    if n == 0:
+    pairs = _pairs_by_class(real, synthetic, n)
+    if not pairs:
         return False
+    n = len(pairs)
     pad = 4
-    canvas = np.full((2 * tile + 3 * pad + 28, n * (tile + pad) + pad, 3), 255, np.uint8)
+    canvas = np.full((2 * tile + 3 * pad + 42, n * (tile + pad) + pad, 3), 255, np.uint8)
     for row, (es, title) in enumerate([(real, "real"), (synthetic, "synthetic")]):
-        idx = np.linspace(0, len(es) - 1, n).round().astype(int)
         y = pad + row * (tile + pad + 14) + 14
         cv2.putText(canvas, title, (pad, y - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
                     cv2.LINE_AA)
-        for j, i in enumerate(idx):
+        for j, pair in enumerate(pairs):
+            i = pair[row]
             x = pad + j * (tile + pad)
             canvas[y : y + tile, x : x + tile] = _tile(es.images[i], es.masks[i], tile)
+            klass = es.classes[i]
+            if klass and row == 1:
+                cv2.putText(canvas, str(klass), (x, y + tile + 11), cv2.FONT_HERSHEY_SIMPLEX,
+                            0.35, (60, 60, 60), 1, cv2.LINE_AA)
     cv2.imwrite(str(path), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
     return True
 
