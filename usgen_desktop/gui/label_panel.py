@@ -102,11 +102,18 @@ class LabelPanel(QWidget):
                 self.list.addItem(item)
         finally:
             self._filling = False
+        self._fit_list_height()
         ids = schema.ids
         if current not in ids:
             fg = [i for i in ids if i != 0]
             current = fg[0] if fg else 0
         self.select_label(current)
+
+    def _fit_list_height(self) -> None:
+        # As tall as its rows (up to 10), so the docks below it get the room.
+        rows = min(max(self.list.count(), 2), 10)
+        row_h = self.list.sizeHintForRow(0) if self.list.count() else 20
+        self.list.setFixedHeight(rows * max(row_h, 18) + 2 * self.list.frameWidth() + 4)
 
     def active_label(self) -> int:
         item = self.list.currentItem()
