@@ -196,7 +196,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer runs (a smoke test)")
     args = ap.parse_args()
     runs, moves = (2, 40) if args.quick else (5, 200)
-    print("machine: 2-core CPU, no GPU, torch 2.13 CPU; Qt offscreen")
+    print("machine: 2-core CPU, no GPU, torch 2.13 CPU; Qt platform "
+          f"{os.environ.get('QT_QPA_PLATFORM')} (start-up always offscreen)")
     st = bench_startup(runs)
     print(f"start-up to window shown: median {st['app_s']:.2f} s (worst {st['app_worst_s']:.2f})"
           f"; bare QMainWindow reference {st['ref_s']:.2f} s; ratio {st['app_s'] / st['ref_s']:.1f}x")

@@ -317,3 +317,31 @@ def test_register_tool_adds_an_action_with_its_shortcut(qtbot, window):
     shortcut(qtbot, window, Qt.Key.Key_W)
     qtbot.mouseClick(window.canvas, Qt.MouseButton.LeftButton, pos=wpos(window, 10, 20))
     assert calls == [(10, 20)]
+
+
+def test_eraser_in_a_fan_turns_the_label_back_into_sector(qtbot, tmp_path):
+    from usgen_desktop.core.labels import load_preset
+
+    hc18 = load_preset("hc18")  # 0 outside fan, 1 fetal head, 2 sector
+    doc = Document.blank(120, 160, hc18, image=UltrasoundImage(lesion_pair(120, 160)[0]),
+                         name="fan")
+    doc.labels.data[:, 40:120] = 2
+    doc.labels.data[40:80, 60:100] = 1
+    win = MainWindow(Project.create(tmp_path / "fan", hc18), load_panels=False)
+    win.ask_save_changes = lambda: "discard"  # teardown closes it; never block on a dialog
+    qtbot.addWidget(win)
+    win.resize(800, 600)
+    win.show()
+    win.add_documents([doc])
+    assert win.current_document() is doc
+    win.label_panel.select_label(1)
+    win.select_tool("eraser")
+    win.canvas.set_brush_size(10)
+    drag(qtbot, win, [(10.0, 60.0), (150.0, 60.0)])
+    data = doc.labels.data
+    assert (data[60, 60:100] == 2).all(), "erased head becomes sector, not outside-the-fan"
+    assert (data[60, :40] == 0).all() and (data[60, 120:] == 0).all(), "no fan is added"
+    assert (data[45, 60:100] == 1).all()
+    win.label_panel.select_label(2)
+    drag(qtbot, win, [(50.0, 100.0), (110.0, 100.0)])
+    assert (data[100, 50:111] == 0).all(), "with the sector active the eraser shrinks the fan"

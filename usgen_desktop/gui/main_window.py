@@ -597,6 +597,9 @@ class MainWindow(QMainWindow):
                 if not self.project.documents and not docs and result.schema is not None:
                     # an empty project takes the dataset's own label description
                     self.apply_schema(result.schema)
+                elif result.schema is not None:
+                    problems.extend(project_io.schema_clashes(self.project.schema,
+                                                              result.schema))
                 docs.extend(result.documents)
                 problems.extend(result.problems)
             if files:

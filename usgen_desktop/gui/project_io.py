@@ -103,6 +103,17 @@ def _label(text: str) -> QWidget:
     return lab
 
 
+def schema_clashes(base: LabelSchema, extra: LabelSchema) -> list[str]:
+    """One sentence per id that means different things in the two schemas."""
+    out = []
+    for lab in extra.labels:
+        mine = base.get(lab.id)
+        if lab.id != 0 and mine is not None and mine.name.lower() != lab.name.lower():
+            out.append(f"Label id {lab.id} is '{lab.name}' in the imported data but "
+                       f"'{mine.name}' in this project; the project's name is kept.")
+    return out
+
+
 def merge_schema(base: LabelSchema, extra: LabelSchema) -> LabelSchema:
     """``base`` plus the labels of ``extra`` whose ids ``base`` lacks (names/colours kept)."""
     known = set(base.ids)

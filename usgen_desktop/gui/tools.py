@@ -103,15 +103,18 @@ class BrushTool(CanvasTool):
         doc.begin_stroke(self.name)
         self._last = (x, y)
         self._hover = (x, y)
-        doc.paint_line((x, y), (x, y), canvas.brush_size / 2.0, self.label_for(canvas))
+        self._stroke(canvas, (x, y), (x, y))
 
     def move(self, canvas: Canvas, x: float, y: float, mods: Mods) -> None:
         doc = canvas.document
         self._move_outline(canvas, x, y)
         if doc is None or self._last is None:
             return
-        doc.paint_line(self._last, (x, y), canvas.brush_size / 2.0, self.label_for(canvas))
+        self._stroke(canvas, self._last, (x, y))
         self._last = (x, y)
+
+    def _stroke(self, canvas: Canvas, p0: tuple[float, float], p1: tuple[float, float]) -> None:
+        canvas.document.paint_line(p0, p1, canvas.brush_size / 2.0, self.label_for(canvas))
 
     def release(self, canvas: Canvas, x: float, y: float, mods: Mods) -> None:
         doc = canvas.document
@@ -160,7 +163,13 @@ class BrushTool(CanvasTool):
 
 
 class EraserTool(BrushTool):
-    """The brush that sets background (with the lock on, it clears only the locked label)."""
+    """The brush that sets background (with the lock on, it clears only the locked label).
+
+    In a schema with a sector (the probe's fan), background inside the fan is the sector
+    label, not 0: there the eraser turns only the active label back into sector, so erasing
+    a fetal head never punches a hole in the fan. With the sector itself active it erases
+    to 0 (outside the fan).
+    """
 
     name = "eraser"
     title = "Eraser"
@@ -169,7 +178,25 @@ class EraserTool(BrushTool):
     tooltip = "erase to background; [ and ] change the size"
 
     def label_for(self, canvas: Canvas) -> int:
+        doc = canvas.document
+        sector = doc.schema.sector_id if doc is not None else None
+        if sector is not None and canvas.active_label not in (0, sector):
+            return sector
         return 0
+
+    def _stroke(self, canvas: Canvas, p0: tuple[float, float], p1: tuple[float, float]) -> None:
+        doc = canvas.document
+        label = self.label_for(canvas)
+        if label == 0:
+            super()._stroke(canvas, p0, p1)
+            return
+        # Painting "sector" locked to the active label changes only that label's pixels.
+        saved = doc.edit_lock
+        doc.edit_lock = canvas.active_label
+        try:
+            doc.paint_line(p0, p1, canvas.brush_size / 2.0, label)
+        finally:
+            doc.edit_lock = saved
 
 
 class FloodFillTool(CanvasTool):
