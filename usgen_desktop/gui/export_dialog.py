@@ -69,6 +69,7 @@ class ExportDialog(QDialog):
                  settings: QSettings | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export image/mask pairs")
+        self.setMinimumWidth(560)
         self.project = project
         self.selected = list(selected or [])
         self.settings = settings
@@ -105,7 +106,9 @@ class ExportDialog(QDialog):
         row.addWidget(browse)
         form = QFormLayout()
         form.addRow("&Format", self.format)
-        form.addRow("&Target folder", row)
+        target = QLabel("&Target folder")
+        target.setBuddy(self.folder)  # a row holding a layout gets no buddy by itself
+        form.addRow(target, row)
         form.addRow("Dataset &name", self.name)
         form.addRow("nnU-Net dataset &number", self.dataset_id)
         which = QVBoxLayout()

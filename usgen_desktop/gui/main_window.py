@@ -4,6 +4,7 @@ Public API that panels (gui/panels/*) rely on: ``project``, ``canvas``,
 ``current_document()``, ``add_documents(docs, select=True)``, ``open_document(uid)``,
 ``currentDocumentChanged(object)``, ``show_error(msg)``, ``register_tool(tool)``, and the
 menus ``file_menu``, ``edit_menu``, ``view_menu``, ``tools_menu``, ``help_menu``.
+Project, import and export actions live in ``window_project.ProjectMixin``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import importlib
 import logging
 import time
 from collections.abc import Iterable
-from datetime import datetime
-from pathlib import Path
 
 import qtawesome as qta
 from PySide6.QtCore import QSettings, Qt, Signal
@@ -22,7 +21,6 @@ from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QTo
 
 from usgen_desktop.core.document import Document
 from usgen_desktop.core.labels import LabelSchema
-from usgen_desktop.errors import Cancelled, UsgenError
 from usgen_desktop.gui import project_io
 from usgen_desktop.gui.autosave import Autosaver
 from usgen_desktop.gui.canvas import Canvas
@@ -30,7 +28,8 @@ from usgen_desktop.gui.image_list import ImageList
 from usgen_desktop.gui.label_panel import LabelPanel
 from usgen_desktop.gui.panels import PANELS
 from usgen_desktop.gui.tools import CanvasTool, default_tools
-from usgen_desktop.io.project import Project, default_projects_dir
+from usgen_desktop.gui.window_project import ProjectMixin
+from usgen_desktop.io.project import Project
 
 log = logging.getLogger(__name__)
 APP_TITLE = "USGen Desktop"
@@ -48,7 +47,7 @@ def _icon(name: str):  # noqa: ANN202
         return qta.icon("fa5s.question")
 
 
-class MainWindow(QMainWindow):
+class MainWindow(ProjectMixin, QMainWindow):
     """The editor window over one project."""
 
     currentDocumentChanged = Signal(object)  # Document | None
@@ -208,6 +207,12 @@ class MainWindow(QMainWindow):
         tb.addAction(self.act_lock)
         tb.addSeparator()
         tb.addAction(self.act_fit)
+        tb.addSeparator()
+        # What the next stroke will do: label colour and name, brush size, lock.
+        self.tool_info = QLabel("")
+        self.tool_info.setAccessibleName("Active label and brush size")
+        self.tool_info.setContentsMargins(6, 0, 6, 0)
+        tb.addWidget(self.tool_info)
         return tb
 
     def _make_status_bar(self) -> None:
@@ -268,112 +273,6 @@ class MainWindow(QMainWindow):
         log.exception("panel %s failed to load", name, exc_info=exc)
         self.panel_errors.append(f"The {name} panel could not be loaded ({exc}).")
         self.statusBar().showMessage(self.panel_errors[-1], 10000)
-
-    # -- project -------------------------------------------------------------------------
-    def set_project(self, project: Project, offer_restore: bool = True) -> None:
-        """Show ``project``; offer to restore an autosave newer than its last save."""
-        self.project = project
-        if offer_restore and project.has_autosave():
-            if self.ask_restore(self._autosave_time(project)):
-                project.restore_autosave()
-            else:
-                project.discard_autosave()
-        self.autosaver.reset()
-        self._document = None
-        self.canvas.set_document(None)
-        self.image_list.set_documents(project.documents)
-        self.label_panel.set_schema(project.schema)
-        if project.documents:
-            self.open_document(project.documents[0].uid)
-        else:
-            self.currentDocumentChanged.emit(None)
-        self._update_title()
-        self._update_actions()
-        if self.settings is not None:
-            self.settings.setValue("project/last", str(project.folder))
-        if project.problems:
-            problems, project.problems = list(project.problems), []
-            project_io.show_problems(self, "Some images could not be opened",
-                                     "The rest of the project opened normally:", problems)
-
-    @staticmethod
-    def _autosave_time(project: Project) -> datetime | None:
-        path = Path(project.folder) / ".autosave" / "autosave.json"
-        try:
-            return datetime.fromtimestamp(path.stat().st_mtime)
-        except OSError:
-            return None
-
-    def ask_restore(self, when: datetime | None) -> bool:
-        """Ask whether to restore an autosave (a method so tests answer without a dialog)."""
-        stamp = when.strftime("%Y-%m-%d %H:%M:%S") if when else "an earlier session"
-        return project_io.ask_yes_no(self, "Restore unsaved changes",
-                                     f"Restore unsaved changes from {stamp}?")
-
-    def ask_save_changes(self) -> str:
-        """"save", "discard" or "cancel" for unsaved changes on close (tests replace it)."""
-        B = QMessageBox.StandardButton
-        answer = QMessageBox.question(
-            self, "Unsaved changes",
-            f"Save the changes to '{self.project.name if self.project else ''}' before closing?",
-            B.Save | B.Discard | B.Cancel, B.Save)
-        return {B.Save: "save", B.Discard: "discard"}.get(answer, "cancel")
-
-    def new_project(self) -> None:
-        dlg = project_io.NewProjectDialog(self, default_projects_dir())
-        if dlg.exec() != project_io.QDialog.DialogCode.Accepted:
-            return
-        try:
-            folder, schema, name = dlg.values()
-            if not self._may_leave_project():
-                return
-            self.set_project(Project.create(folder, schema, name=name))
-        except UsgenError as exc:
-            self.show_error(str(exc))
-
-    def open_project_dialog(self) -> None:
-        from PySide6.QtWidgets import QFileDialog
-
-        path = QFileDialog.getExistingDirectory(self, "Open project",
-                                                str(default_projects_dir()))
-        if path:
-            self.open_project(Path(path))
-
-    def open_project(self, folder: Path) -> bool:
-        if not self._may_leave_project():
-            return False
-        try:
-            self.set_project(Project.open(folder))
-        except UsgenError as exc:
-            self.show_error(str(exc))
-            return False
-        return True
-
-    def _may_leave_project(self) -> bool:
-        """Save, discard or keep the current project's changes before it is replaced."""
-        project = self.project
-        if project is None or not project.is_dirty():
-            return True
-        choice = self.ask_save_changes()
-        if choice == "save":
-            return self.save()
-        if choice == "discard":
-            project.discard_autosave()
-            return True
-        return False
-
-    def save(self) -> bool:
-        if self.project is None:
-            return False
-        try:
-            self.project.save()
-        except UsgenError as exc:
-            self.show_error(str(exc))
-            return False
-        self.autosaver.reset()
-        self._update_title()
-        self.statusBar().showMessage(f"Saved {self.project.name}", 3000)
-        return True
 
     # -- documents -----------------------------------------------------------------------
     def current_document(self) -> Document | None:
@@ -467,6 +366,7 @@ class MainWindow(QMainWindow):
             self._document.set_schema(schema)  # the canvas re-colours from the new LUT
         if self.label_panel.schema is not schema:
             self.label_panel.set_schema(schema)
+        self._update_tool_info()
         self.image_list.refresh()
         self._update_title()
 
@@ -491,7 +391,7 @@ class MainWindow(QMainWindow):
         if size == round(self.canvas.brush_size):
             size += 1 if factor > 1 else -1
         self.canvas.set_brush_size(size)
-        self.statusBar().showMessage(f"Brush size {int(self.canvas.brush_size)} px", 1500)
+        self._update_tool_info()
 
     def set_lock(self, on: bool) -> None:
         """"Edit only this label": the document's edit lock follows the active label."""
@@ -499,11 +399,25 @@ class MainWindow(QMainWindow):
             self.act_lock.setChecked(bool(on))
         if self._document is not None:
             self._document.edit_lock = self.canvas.active_label if on else None
+        self._update_tool_info()
 
     def _on_active_label(self, label_id: int) -> None:
         self.canvas.active_label = label_id
         if self.act_lock.isChecked():
             self.set_lock(True)
+        self._update_tool_info()
+
+    def _update_tool_info(self) -> None:
+        schema = self.label_panel.schema
+        lab = schema.get(self.canvas.active_label) if schema is not None else None
+        if lab is None:
+            self.tool_info.setText(f"brush {int(self.canvas.brush_size)} px")
+            return
+        r, g, b = lab.color
+        lock = " · <b>only this label</b>" if self.act_lock.isChecked() else ""
+        self.tool_info.setText(
+            f'<span style="color: rgb({r},{g},{b}); font-size: 14pt">■</span> '
+            f"{lab.name} · brush {int(self.canvas.brush_size)} px{lock}")
 
     # -- status --------------------------------------------------------------------------
     def _on_cursor(self, pos: tuple[int, int] | None) -> None:
@@ -562,84 +476,6 @@ class MainWindow(QMainWindow):
             return
         about.show_about(self)
 
-    # -- import / export -----------------------------------------------------------------
-    def import_files_dialog(self) -> None:
-        from PySide6.QtWidgets import QFileDialog
-
-        paths, _ = QFileDialog.getOpenFileNames(self, "Import images", self._last_dir(),
-                                                project_io.IMAGE_FILTER)
-        if paths:
-            self._remember_dir(Path(paths[0]).parent)
-            self.import_paths([Path(p) for p in paths])
-
-    def import_folder_dialog(self) -> None:
-        from PySide6.QtWidgets import QFileDialog
-
-        path = QFileDialog.getExistingDirectory(self, "Import folder or dataset",
-                                                self._last_dir())
-        if path:
-            self._remember_dir(Path(path))
-            self.import_paths([Path(path)])
-
-    def import_paths(self, paths: list[Path]) -> list[Document]:
-        """Import image files and/or dataset folders; problems go to one dialog at the end."""
-        if self.project is None:
-            return []
-        docs: list[Document] = []
-        problems: list[str] = []
-        files = [p for p in paths if not p.is_dir()]
-        try:
-            for folder in (p for p in paths if p.is_dir()):
-                from usgen_desktop.io import open_dataset
-
-                result = project_io.run_with_progress(
-                    self, f"Importing {folder.name}…", open_dataset, folder)
-                if not self.project.documents and not docs and result.schema is not None:
-                    # an empty project takes the dataset's own label description
-                    self.apply_schema(result.schema)
-                elif result.schema is not None:
-                    problems.extend(project_io.schema_clashes(self.project.schema,
-                                                              result.schema))
-                docs.extend(result.documents)
-                problems.extend(result.problems)
-            if files:
-                found, bad = project_io.run_with_progress(
-                    self, "Importing images…", project_io.documents_from_files, files,
-                    self.project.schema)
-                docs.extend(found)
-                problems.extend(bad)
-        except Cancelled:
-            self.statusBar().showMessage("Import cancelled; nothing was added.", 5000)
-            return []
-        except UsgenError as exc:
-            self.show_error(str(exc))
-            return []
-        self.add_documents(docs, select=bool(docs))
-        n = len(docs)
-        self.statusBar().showMessage(f"Imported {n} image{'s' if n != 1 else ''}", 5000)
-        project_io.show_problems(
-            self, "Import problems",
-            f"Imported {n} image{'s' if n != 1 else ''}; these could not be imported:", problems)
-        return docs
-
-    def export_dialog(self) -> None:
-        if self.project is None:
-            return
-        from usgen_desktop.gui.export_dialog import ExportDialog
-
-        dlg = ExportDialog(self, self.project, selected=self.image_list.selected_uids(),
-                           settings=self.settings)
-        dlg.exec()
-
-    def _last_dir(self) -> str:
-        if self.settings is not None:
-            return str(self.settings.value("import/last_dir", str(Path.home())))
-        return str(Path.home())
-
-    def _remember_dir(self, path: Path) -> None:
-        if self.settings is not None:
-            self.settings.setValue("import/last_dir", str(path))
-
     # -- settings and closing ------------------------------------------------------------
     def _restore_settings(self) -> None:
         s = self.settings
@@ -653,6 +489,7 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
         self.label_panel.set_opacity(float(s.value("view/opacity", 0.5)))
         self.canvas.set_brush_size(float(s.value("tools/brush_size", 12)))
+        self._update_tool_info()
 
     def _save_settings(self) -> None:
         s = self.settings

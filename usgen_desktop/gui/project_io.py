@@ -16,13 +16,13 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QApplication,
-    QLabel,
     QComboBox,
     QDialog,
     QDialogButtonBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QMessageBox,
     QPlainTextEdit,
@@ -152,6 +152,7 @@ class NewProjectDialog(QDialog):
     def __init__(self, parent: QWidget | None, base_dir: Path) -> None:
         super().__init__(parent)
         self.setWindowTitle("New project")
+        self.setMinimumWidth(520)
         self.base_dir = Path(base_dir)
         self.name = QLineEdit("My project")
         self.name.setAccessibleName("Project name")
@@ -172,7 +173,9 @@ class NewProjectDialog(QDialog):
         row.addWidget(browse)
         form = QFormLayout()
         form.addRow("&Name", self.name)
-        form.addRow("&Folder", row)
+        folder_label = QLabel("&Folder")
+        folder_label.setBuddy(self.folder)
+        form.addRow(folder_label, row)
         form.addRow("&Labels", self.preset)
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel

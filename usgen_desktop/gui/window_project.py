@@ -1,0 +1,210 @@
+"""The main window's project side: open, create, save, restore an autosave, import, export.
+
+A mixin of MainWindow (kept apart so each file stays readable). The prompts are methods
+(``ask_restore``, ``ask_save_changes``) so tests answer them without a modal dialog.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from usgen_desktop.core.document import Document
+from usgen_desktop.errors import Cancelled, UsgenError
+from usgen_desktop.gui import project_io
+from usgen_desktop.io.project import Project, default_projects_dir
+
+if TYPE_CHECKING:
+    from usgen_desktop.gui.main_window import MainWindow  # noqa: F401
+
+
+class ProjectMixin:
+    """Project, import and export actions of :class:`MainWindow`."""
+
+    # -- project -------------------------------------------------------------------------
+    def set_project(self, project: Project, offer_restore: bool = True) -> None:
+        """Show ``project``; offer to restore an autosave newer than its last save."""
+        self.project = project
+        if offer_restore and project.has_autosave():
+            if self.ask_restore(self._autosave_time(project)):
+                project.restore_autosave()
+            else:
+                project.discard_autosave()
+        self.autosaver.reset()
+        self._document = None
+        self.canvas.set_document(None)
+        self.image_list.set_documents(project.documents)
+        self.label_panel.set_schema(project.schema)
+        if project.documents:
+            self.open_document(project.documents[0].uid)
+        else:
+            self.currentDocumentChanged.emit(None)
+        self._update_title()
+        self._update_actions()
+        if self.settings is not None:
+            self.settings.setValue("project/last", str(project.folder))
+        if project.problems:
+            problems, project.problems = list(project.problems), []
+            project_io.show_problems(self, "Some images could not be opened",
+                                     "The rest of the project opened normally:", problems)
+
+    @staticmethod
+    def _autosave_time(project: Project) -> datetime | None:
+        path = Path(project.folder) / ".autosave" / "autosave.json"
+        try:
+            return datetime.fromtimestamp(path.stat().st_mtime)
+        except OSError:
+            return None
+
+    def ask_restore(self, when: datetime | None) -> bool:
+        """Ask whether to restore an autosave (a method so tests answer without a dialog)."""
+        stamp = when.strftime("%Y-%m-%d %H:%M:%S") if when else "an earlier session"
+        return project_io.ask_yes_no(self, "Restore unsaved changes",
+                                     f"Restore unsaved changes from {stamp}?")
+
+    def ask_save_changes(self) -> str:
+        """"save", "discard" or "cancel" for unsaved changes on close (tests replace it)."""
+        B = QMessageBox.StandardButton
+        answer = QMessageBox.question(
+            self, "Unsaved changes",
+            f"Save the changes to '{self.project.name if self.project else ''}' before closing?",
+            B.Save | B.Discard | B.Cancel, B.Save)
+        return {B.Save: "save", B.Discard: "discard"}.get(answer, "cancel")
+
+    def new_project(self) -> None:
+        dlg = project_io.NewProjectDialog(self, default_projects_dir())
+        if dlg.exec() != project_io.QDialog.DialogCode.Accepted:
+            return
+        try:
+            folder, schema, name = dlg.values()
+            if not self._may_leave_project():
+                return
+            self.set_project(Project.create(folder, schema, name=name))
+        except UsgenError as exc:
+            self.show_error(str(exc))
+
+    def open_project_dialog(self) -> None:
+
+
+        path = QFileDialog.getExistingDirectory(self, "Open project",
+                                                str(default_projects_dir()))
+        if path:
+            self.open_project(Path(path))
+
+    def open_project(self, folder: Path) -> bool:
+        if not self._may_leave_project():
+            return False
+        try:
+            self.set_project(Project.open(folder))
+        except UsgenError as exc:
+            self.show_error(str(exc))
+            return False
+        return True
+
+    def _may_leave_project(self) -> bool:
+        """Save, discard or keep the current project's changes before it is replaced."""
+        project = self.project
+        if project is None or not project.is_dirty():
+            return True
+        choice = self.ask_save_changes()
+        if choice == "save":
+            return self.save()
+        if choice == "discard":
+            project.discard_autosave()
+            return True
+        return False
+
+    def save(self) -> bool:
+        if self.project is None:
+            return False
+        try:
+            self.project.save()
+        except UsgenError as exc:
+            self.show_error(str(exc))
+            return False
+        self.autosaver.reset()
+        self._update_title()
+        self.statusBar().showMessage(f"Saved {self.project.name}", 3000)
+        return True
+
+
+    # -- import / export -----------------------------------------------------------------
+    def import_files_dialog(self) -> None:
+
+
+        paths, _ = QFileDialog.getOpenFileNames(self, "Import images", self._last_dir(),
+                                                project_io.IMAGE_FILTER)
+        if paths:
+            self._remember_dir(Path(paths[0]).parent)
+            self.import_paths([Path(p) for p in paths])
+
+    def import_folder_dialog(self) -> None:
+
+
+        path = QFileDialog.getExistingDirectory(self, "Import folder or dataset",
+                                                self._last_dir())
+        if path:
+            self._remember_dir(Path(path))
+            self.import_paths([Path(path)])
+
+    def import_paths(self, paths: list[Path]) -> list[Document]:
+        """Import image files and/or dataset folders; problems go to one dialog at the end."""
+        if self.project is None:
+            return []
+        docs: list[Document] = []
+        problems: list[str] = []
+        files = [p for p in paths if not p.is_dir()]
+        try:
+            for folder in (p for p in paths if p.is_dir()):
+                from usgen_desktop.io import open_dataset
+
+                result = project_io.run_with_progress(
+                    self, f"Importing {folder.name}…", open_dataset, folder)
+                if not self.project.documents and not docs and result.schema is not None:
+                    # an empty project takes the dataset's own label description
+                    self.apply_schema(result.schema)
+                elif result.schema is not None:
+                    problems.extend(project_io.schema_clashes(self.project.schema,
+                                                              result.schema))
+                docs.extend(result.documents)
+                problems.extend(result.problems)
+            if files:
+                found, bad = project_io.run_with_progress(
+                    self, "Importing images…", project_io.documents_from_files, files,
+                    self.project.schema)
+                docs.extend(found)
+                problems.extend(bad)
+        except Cancelled:
+            self.statusBar().showMessage("Import cancelled; nothing was added.", 5000)
+            return []
+        except UsgenError as exc:
+            self.show_error(str(exc))
+            return []
+        self.add_documents(docs, select=bool(docs))
+        n = len(docs)
+        self.statusBar().showMessage(f"Imported {n} image{'s' if n != 1 else ''}", 5000)
+        project_io.show_problems(
+            self, "Import problems",
+            f"Imported {n} image{'s' if n != 1 else ''}; these could not be imported:", problems)
+        return docs
+
+    def export_dialog(self) -> None:
+        if self.project is None:
+            return
+        from usgen_desktop.gui.export_dialog import ExportDialog
+
+        dlg = ExportDialog(self, self.project, selected=self.image_list.selected_uids(),
+                           settings=self.settings)
+        dlg.exec()
+
+    def _last_dir(self) -> str:
+        if self.settings is not None:
+            return str(self.settings.value("import/last_dir", str(Path.home())))
+        return str(Path.home())
+
+    def _remember_dir(self, path: Path) -> None:
+        if self.settings is not None:
+            self.settings.setValue("import/last_dir", str(path))
