@@ -109,3 +109,21 @@ def test_speckle_stats_of_rayleigh_envelope():
     s = region_stats(px, 60.0)
     assert s["envelope_snr"] == pytest.approx(1.91, abs=0.1)
     assert s["nakagami_m"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_evaluation_modules_import_without_torch_or_qt():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import usgen_desktop.evaluation, usgen_desktop.cli.evaluate_cmd\n"
+        "for m in ('config', 'prepare', 'dice', 'nets', 'segmentation', 'realism', 'fid',\n"
+        "          'fidelity', 'speckle_stats', 'report', 'evaluate'):\n"
+        "    __import__('usgen_desktop.evaluation.' + m)\n"
+        "bad = [m for m in ('torch', 'PySide6', 'matplotlib') if m in sys.modules]\n"
+        "print(bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

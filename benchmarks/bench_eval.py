@@ -1,0 +1,187 @@
+"""Evaluation on real data: does a synthetic set help a U-Net on BUSI?
+
+Opens ``../shared/data/busi`` (skips cleanly when it is missing), holds out 20 % of the
+near-duplicate *groups* (seed 0) as the dev split, generates one synthetic image per TRAIN
+label map with a backend (``speckle`` by default, via ``usgen_desktop.synthesis.run``) and
+runs ``evaluate``: U-Net Dice for real only / real + synthetic / synthetic only on the dev
+split, realism AUC, FID/KID beside real-vs-real at the same N, mask fidelity, speckle
+statistics. References measured in the same run: the real-only arm (for Dice) and two real
+halves (for FID). Also times one U-Net step and the generator per image (median of runs).
+
+    .venv/bin/python benchmarks/bench_eval.py [--size 64] [--epochs 20] [--out DIR]
+        [--backend speckle] [--synthetic DATASET] [--write-dev-split FILE] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from usgen_desktop.core.document import Document  # noqa: E402
+from usgen_desktop.core.image import UltrasoundImage  # noqa: E402
+from usgen_desktop.core.tasks import Progress  # noqa: E402
+from usgen_desktop.evaluation import EvalConfig, evaluate  # noqa: E402
+from usgen_desktop.evaluation.prepare import doc_group, group_split  # noqa: E402
+from usgen_desktop.io import open_dataset  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "busi"
+
+
+def unet_step_ms(size: int, batch: int, repeats: int = 7) -> float:
+    """Median milliseconds of one U-Net training step (forward + backward + Adam)."""
+    import torch
+    import torch.nn.functional as F
+
+    from usgen_desktop.evaluation.nets import build_unet
+
+    torch.manual_seed(0)
+    model = build_unet(2, 16)
+    opt = torch.optim.Adam(model.parameters())
+    x = torch.rand(batch, 1, size, size)
+    y = torch.randint(0, 2, (batch, size, size))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times[1:])
+
+
+def generate(train_docs: list[Document], backend: str, seed: int, size: int | None
+             ) -> tuple[list[Document], list[float]]:
+    """One synthetic document per training label map, tagged with its source's class and
+    group (so the realism folds keep a synthetic image beside its source)."""
+    from usgen_desktop.synthesis.request import GenerationRequest, run
+
+    schema = train_docs[0].schema
+    req = GenerationRequest(label_maps=[d.labels for d in train_docs], schema=schema,
+                            backend=backend, classes=[d.tags.get("class") for d in train_docs],
+                            seed=seed, size=None if size is None else (size, size))
+    last = [0.0]
+
+    def show(p: Progress) -> None:
+        if time.perf_counter() - last[0] > 20:
+            last[0] = time.perf_counter()
+            print(f"  generate {p.done}/{p.total} {p.message}", flush=True)
+
+    results = run(req, show)
+    out, seconds = [], []
+    for r in results:
+        src = train_docs[r.source_index]
+        seconds.append(float(r.provenance.get("seconds", float("nan"))))
+        out.append(Document(labels=r.label_map, schema=schema,
+                            image=UltrasoundImage(r.image), name=f"syn_{src.name}",
+                            tags={"class": src.tags.get("class"), "group": src.tags.get("group")},
+                            parent=src.uid, provenance=r.provenance))
+    return out, seconds
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--realism-epochs", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backend", default="speckle")
+    ap.add_argument("--gen-size", type=int, default=None,
+                    help="generate at this square size (default: each label map's own size)")
+    ap.add_argument("--synthetic", default=None, help="use this synthetic dataset instead")
+    ap.add_argument("--control", action="store_true",
+                    help="a control run: the 'synthetic' set is a copy of the real training "
+                    "images (realism AUC must come out 0.5, synthetic only = real only)")
+    ap.add_argument("--out", default="/tmp/usgen_eval_busi")
+    ap.add_argument("--write-dev-split", default=None, metavar="FILE")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-fid", action="store_true")
+    args = ap.parse_args()
+
+    data = Path(args.data)
+    if not data.exists():
+        print(f"skipped: {data} not found (the shared BUSI data is not on this machine)")
+        return 0
+    t0 = time.perf_counter()
+    real = open_dataset(data).documents
+    t_open = time.perf_counter() - t0
+    groups = [doc_group(d) for d in real]
+    train_idx, test_idx = group_split(groups, 0.2, args.seed)
+    dev = [real[i].name for i in test_idx]
+    if args.write_dev_split:
+        Path(args.write_dev_split).write_text(
+            "# BUSI dev split: 20 % of near-duplicate groups, seed "
+            f"{args.seed} (usgen_desktop.evaluation.prepare.group_split)\n" + "\n".join(dev) + "\n")
+    print(f"BUSI: {len(real)} images, {len(set(groups))} groups; train {len(train_idx)}, "
+          f"dev {len(test_idx)} ({len({groups[i] for i in test_idx})} groups); open {t_open:.1f} s")
+    train_docs = [real[i] for i in train_idx]
+
+    gen_seconds: list[float] = []
+    if args.control:
+        synthetic = [Document(labels=d.labels.copy(), schema=d.schema, image=d.image,
+                              name=f"copy_{d.name}", tags=dict(d.tags), parent=d.uid)
+                     for d in train_docs]
+    elif args.synthetic:
+        synthetic = open_dataset(Path(args.synthetic)).documents
+    else:
+        try:
+            t0 = time.perf_counter()
+            synthetic, gen_seconds = generate(train_docs, args.backend, args.seed, args.gen_size)
+            print(f"generated {len(synthetic)} with '{args.backend}' in "
+                  f"{time.perf_counter() - t0:.0f} s, median {statistics.median(gen_seconds):.3f} s/image")
+        except (ImportError, ModuleNotFoundError) as exc:
+            print(f"skipped: backend '{args.backend}' is not available ({exc})")
+            return 0
+
+    step_ms = unet_step_ms(args.size, 8)
+    print(f"U-Net step at {args.size}² batch 8: {step_ms:.0f} ms (median of 6)")
+    config = EvalConfig(size=args.size, epochs=args.epochs, realism_epochs=args.realism_epochs,
+                        seed=args.seed, dev_split=tuple(dev), threads=args.threads,
+                        fid=not args.no_fid)
+    last = [0.0]
+
+    def show(p: Progress) -> None:
+        if time.perf_counter() - last[0] > 15:
+            last[0] = time.perf_counter()
+            print(f"  [{p.fraction:4.0%}] {p.message}", flush=True)
+
+    t0 = time.perf_counter()
+    m = evaluate(real, synthetic, Path(args.out), config, show)
+    wall = time.perf_counter() - t0
+    h = m["headline"]
+    summary = {
+        "machine": "2-core CPU, no GPU, torch " + m["environment"]["torch"],
+        "size": args.size, "epochs": args.epochs, "steps_per_arm": m["budget"]["steps_per_arm"],
+        "backend": "control (copies of real train)" if args.control else (args.synthetic or args.backend),
+        "sizes": m["sizes"], "headline": h, "timing_s": m["timing_s"], "wall_s": round(wall, 1),
+        "unet_step_ms": round(step_ms, 1),
+        "generate_s_per_image_median": (round(statistics.median(gen_seconds), 4)
+                                        if gen_seconds else None),
+        "realism": {k: m["realism"].get(k) for k in ("auc", "pooled_auc", "fold_auc", "n_per_class")},
+        "fid": {k: v for k, v in m["fid"].items() if not isinstance(v, list | dict)},
+        "mask_fidelity": m["mask_fidelity"].get("mean"),
+        "segmentation": {a: {"mean": d["mean"], "global": d["global"], "seconds": d["seconds"]}
+                         for a, d in m["segmentation"].items()},
+    }
+    (Path(args.out) / "bench_summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    ro = h["dice_real_only"]
+    print(f"\nDice on dev split: real only {ro:.3f} | real + synthetic "
+          f"{h['dice_real_plus_synthetic']:.3f} ({h['dice_real_plus_synthetic'] / ro:.2f}x) | "
+          f"synthetic only {h['dice_synthetic_only']:.3f} ({h['dice_synthetic_only'] / ro:.2f}x)")
+    print(f"Report: {Path(args.out) / 'report.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
