@@ -254,7 +254,7 @@ def test_status_bar_reports_position_value_and_label(qtbot, window):
     qtbot.mouseMove(window.canvas, wpos(window, 80, 60))
     assert window.status_pos.text() == "x 80, y 60"
     assert window.status_value.text() == f"value {int(doc.image.pixels[60, 80])}"
-    assert window.status_label.text() == "label 1 lesion"
+    assert window.status_label.text() == "lesion (id 1)"
 
 
 def test_image_list_shows_class_and_mask_and_opens_on_click(qtbot, window):

@@ -65,6 +65,8 @@ def test_autosave_then_reopen_offers_restore(qtbot, tmp_path):
     win2 = open_window(qtbot, reopened, restore=True)
     assert win2.asked == ["restore"]
     assert np.array_equal(win2.current_document().labels.data, painted)
+    assert win2.isWindowModified(), "restored changes are unsaved changes"
+    assert win2.act_undo.isEnabled()
     win2.current_document().undo()  # the restore is one undo step, like an edit
     assert not win2.current_document().labels.data.any()
 
@@ -137,6 +139,9 @@ def test_import_folder_adds_documents_and_lists_problems_once(qtbot, tmp_path, m
     assert len(shown) == 1 and len(shown[0]) >= 1
     assert any("broken" in p for p in shown[0])
     assert win.image_list.model.rowCount() == 3
+    # the project was clean, so the import is saved at once (images and all)
+    assert not win.project.is_dirty()
+    assert len(Project.open(tmp_path / "proj").documents) == 3
 
 
 def test_import_of_missing_folder_is_one_sentence(qtbot, tmp_path, monkeypatch):

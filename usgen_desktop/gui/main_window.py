@@ -435,7 +435,7 @@ class MainWindow(ProjectMixin, QMainWindow):
             self.status_value.setText("no image")
         lid = int(doc.labels.data[row, col])
         lab = doc.schema.get(lid)
-        self.status_label.setText(f"label {lid} {lab.name if lab else '(unknown)'}")
+        self.status_label.setText(f"{lab.name if lab else 'unknown label'} (id {lid})")
 
     def _on_zoom(self, scale: float) -> None:
         self.status_zoom.setText(f"zoom {scale * 100:.0f} %")

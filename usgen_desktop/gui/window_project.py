@@ -154,6 +154,7 @@ class ProjectMixin:
         """Import image files and/or dataset folders; problems go to one dialog at the end."""
         if self.project is None:
             return []
+        was_clean = not self.project.is_dirty()
         docs: list[Document] = []
         problems: list[str] = []
         files = [p for p in paths if not p.is_dir()]
@@ -184,11 +185,17 @@ class ProjectMixin:
             self.show_error(str(exc))
             return []
         self.add_documents(docs, select=bool(docs))
+        if docs and was_clean:
+            # Nothing of the user's was pending, so saving commits only the import: the
+            # images and the schema it chose are then in the project folder, not only in
+            # the autosave (which keeps label maps, not the schema).
+            self.save()
         n = len(docs)
         self.statusBar().showMessage(f"Imported {n} image{'s' if n != 1 else ''}", 5000)
         project_io.show_problems(
             self, "Import problems",
-            f"Imported {n} image{'s' if n != 1 else ''}; these could not be imported:", problems)
+            f"Imported {n} image{'s' if n != 1 else ''}. The import went on past each of "
+            f"these {len(problems)} note{'s' if len(problems) != 1 else ''}:", problems)
         return docs
 
     def export_dialog(self) -> None:
