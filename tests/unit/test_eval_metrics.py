@@ -127,3 +127,15 @@ def test_evaluation_modules_import_without_torch_or_qt():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_paired_bootstrap_interval_holds_a_known_gain_and_excludes_zero():
+    from usgen_desktop.evaluation.dice import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.4, 0.8, 200)
+    b = a + 0.05 + rng.normal(0, 0.02, 200)
+    r = paired_bootstrap(a, b, [f"g{i // 2}" for i in range(200)], seed=0)
+    assert r["ci95_low"] < 0.05 < r["ci95_high"] and r["ci95_low"] > 0
+    same = paired_bootstrap(a, a + rng.normal(0, 0.05, 200), [f"g{i}" for i in range(200)])
+    assert same["ci95_low"] < 0 < same["ci95_high"]

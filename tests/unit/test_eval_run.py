@@ -121,3 +121,16 @@ def test_unet_arms_learn_something_on_an_easy_task():
                                          2, steps=40, batch_size=8, seed=0)
     assert metrics["real_only"]["mean"] > 0.5  # dark ellipse on speckle: easy
     assert np.isfinite(metrics["synthetic_only"]["mean"])
+
+
+def test_repeats_average_over_seeds_and_compare_arms():
+    from usgen_desktop.evaluation.segmentation import downstream_utility
+
+    real = to_arrays(lesion_set(20, seed=11), 32, [0, 1])
+    syn = to_arrays(lesion_set(8, seed=12), 32, [0, 1])
+    m, _ = downstream_utility(real.subset(range(14)), syn, real.subset(range(14, 20)), 2,
+                              steps=4, seed=3, repeats=2)
+    assert m["real_only"]["seeds"] == [3, 1003] and len(m["real_only"]["per_seed"]) == 2
+    assert m["real_only"]["mean"] == pytest.approx(np.mean(m["real_only"]["per_seed"]))
+    c = m["comparison"]["real_plus_synthetic_minus_real_only"]
+    assert c["ci95_low"] <= c["diff"] <= c["ci95_high"]

@@ -29,6 +29,8 @@ def add_parser(subparsers: Any) -> None:
                    help="U-Net epochs over the real training split; every arm gets the same "
                    "number of steps (default 10)")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=1,
+                   help="train every U-Net arm with this many seeds and average (default 1)")
     p.add_argument("--dev-split", metavar="FILE",
                    help="text file naming the held-out real images or groups, one per line")
     p.add_argument("--group-column", default="group",
@@ -119,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     _tag_groups_from_csv(real, Path(args.real), args.group_column)
     config = EvalConfig(size=args.size, epochs=args.epochs, batch_size=args.batch_size,
                         seed=args.seed, test_fraction=args.test_fraction,
+                        seg_repeats=max(1, args.repeats),
                         group_column=args.group_column, dev_split=dev,
                         realism_folds=args.folds, realism_epochs=args.realism_epochs,
                         fid=not args.no_fid, threads=args.threads)
@@ -126,8 +129,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet and sys.stderr.isatty():
         print(file=sys.stderr)
     h = metrics["headline"]
+    lo, hi = h["real_plus_synthetic_gain_ci95"]
     print(f"Dice real only {h['dice_real_only']:.3f} | real + synthetic "
-          f"{h['dice_real_plus_synthetic']:.3f} | synthetic only {h['dice_synthetic_only']:.3f}")
+          f"{h['dice_real_plus_synthetic']:.3f} (gain 95% CI {lo:+.3f} to {hi:+.3f}) | "
+          f"synthetic only {h['dice_synthetic_only']:.3f}")
     fid = (f"FID@{h['fid_resolution']} {h['fid']:.1f} (real vs real {h['fid_real_vs_real']:.1f})"
            if not h.get("fid_skipped") else str(h["fid_skipped"]))
     print(f"Realism AUC {h['realism_auc']:.3f} | {fid} | mask fidelity "

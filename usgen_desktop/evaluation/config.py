@@ -23,6 +23,7 @@ class EvalConfig:
     test_fraction: float = 0.2  # of the real groups held out when no dev split is given
     group_column: str = "group"  # document tag that names near-duplicate groups
     dev_split: tuple[str, ...] | None = None  # names/groups/files of the held-out real docs
+    seg_repeats: int = 1  # train every arm with this many seeds and average
     unet_base: int = 16  # channels of the first U-Net level (16 -> about 0.5M parameters)
     realism_folds: int = 5
     realism_epochs: int = 8

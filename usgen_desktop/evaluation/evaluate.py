@@ -168,7 +168,8 @@ def evaluate(
             split={"kind": split_kind, "group_column": config.group_column,
                    "groups_in_both_train_and_test": len(shared),
                    "test_names": real_test.names},
-            seeds={"split": config.seed, "segmentation": config.seed,
+            seeds={"split": config.seed,
+                   "segmentation": [config.seed + 1000 * r for r in range(config.seg_repeats)],
                    "realism": config.seed, "fid_halves": config.seed},
             budget={"steps_per_arm": steps, "batch_size": config.batch_size,
                     "rule": "epochs x ceil(real train images / batch) optimiser steps for every arm"},
@@ -186,7 +187,8 @@ def evaluate(
                                "generate from the training label maps.")
         seg, models = downstream_utility(
             real_train, syn_train, real_test, n_classes, steps, config.batch_size, config.lr,
-            config.seed, config.unet_base, meter.tick, cancel)
+            config.seed, config.unet_base, meter.tick, cancel, repeats=config.seg_repeats)
+        metrics["dice_comparison"] = seg.pop("comparison", {})
         metrics["segmentation"] = seg
         lap("segmentation", t0)
 
@@ -289,11 +291,14 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
     ro, rs, so = arm("real_only"), arm("real_plus_synthetic"), arm("synthetic_only")
     fid = metrics.get("fid", {})
+    comp = metrics.get("dice_comparison", {}).get("real_plus_synthetic_minus_real_only", {})
     return {
         "dice_real_only": ro,
         "dice_real_plus_synthetic": rs,
         "dice_synthetic_only": so,
         "real_plus_synthetic_minus_real_only": rs - ro,
+        # per-image paired difference with a group-bootstrap 95 % interval
+        "real_plus_synthetic_gain_ci95": [comp.get("ci95_low", nan), comp.get("ci95_high", nan)],
         "synthetic_only_fraction_of_real_only": so / ro if ro > 0 else nan,
         "realism_auc": float(metrics.get("realism", {}).get("auc", nan)),
         "fid": float(fid.get("fid_real_vs_synthetic", nan)),

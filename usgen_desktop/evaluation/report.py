@@ -50,7 +50,9 @@ def plot_dice(seg: dict[str, Any], labels: dict[str, str], path: Path) -> bool:
     fg = [k for k in seg[arms[0]]["per_label"]]
     width = 0.8 / (len(fg) + 1)
     x = np.arange(len(arms))
-    ax.bar(x, [seg[a]["mean"] for a in arms], width, label="mean", color="#444")
+    err = [seg[a].get("std_over_seeds") or 0.0 for a in arms]
+    ax.bar(x, [seg[a]["mean"] for a in arms], width, label="mean", color="#444",
+           yerr=err if any(err) else None, capsize=4)
     for j, k in enumerate(fg if len(fg) > 1 else []):
         ax.bar(x + (j + 1) * width, [seg[a]["per_label"][k] for a in arms], width,
                label=labels.get(k, k))
@@ -202,12 +204,13 @@ def _headline_table(m: dict[str, Any]) -> str:
     h = m.get("headline", {})
     fid = m.get("fid", {})
     seg = m.get("segmentation", {})
+    ci = h.get("real_plus_synthetic_gain_ci95") or [None, None]
     rows = [
         ("Dice, real only", _fmt(h.get("dice_real_only")),
          f"U-Net trained on {seg.get('real_only', {}).get('train_images', '–')} real images"),
         ("Dice, real + synthetic", _fmt(h.get("dice_real_plus_synthetic")),
-         f"change vs real only {_fmt(h.get('real_plus_synthetic_minus_real_only'))} "
-         "(goal: above 0)"),
+         f"change vs real only {_fmt(h.get('real_plus_synthetic_minus_real_only'))}, per-image "
+         f"95 % interval {_fmt(ci[0])} to {_fmt(ci[1])} (goal: above 0)"),
         ("Dice, synthetic only", _fmt(h.get("dice_synthetic_only")),
          f"{_fmt(h.get('synthetic_only_fraction_of_real_only'), 2)} of real only (goal: 0.80)"),
         ("Realism AUC", _fmt(h.get("realism_auc")),
@@ -278,12 +281,19 @@ def write_report(out: Path, metrics: dict[str, Any], real_samples: EvalSet,
     note = "" if have_mpl else ("<p class=note>Plots need matplotlib: install "
                                 "usgen-desktop[eval].</p>")
     seg_rows = "".join(
-        f"<tr><td>{ARM_NAMES[a]}</td><td class=num>{_fmt(d['mean'])}</td>"
+        f"<tr><td>{ARM_NAMES[a]}</td><td class=num>{_fmt(d['mean'])}"
+        f"{' ± ' + _fmt(d['std_over_seeds']) if d.get('std_over_seeds') is not None else ''}</td>"
         f"<td>{html.escape(', '.join(f'{labels.get(k, k)} {_fmt(v)}' for k, v in d['per_label'].items()))}</td>"
         f"<td>{html.escape(', '.join(f'{labels.get(k, k)} {_fmt(v)}' for k, v in d['global'].items()))}</td>"
         f"<td class=num>{d['train_images']}</td><td class=num>{d['steps']}</td>"
         f"<td class=num>{d['seconds']}</td></tr>"
         for a, d in metrics.get("segmentation", {}).items())
+    comp_rows = "".join(
+        f"<tr><td>{html.escape(k.replace('_minus_', ' minus ').replace('_', ' '))}</td>"
+        f"<td class=num>{_fmt(c['diff'])}</td><td class=num>{_fmt(c['ci95_low'])} to "
+        f"{_fmt(c['ci95_high'])}</td><td class=num>{c['n_images']}</td>"
+        f"<td class=num>{c.get('n_groups', '–')}</td></tr>"
+        for k, c in metrics.get("dice_comparison", {}).items())
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>USGen evaluation report</title>
 <style>
@@ -312,8 +322,11 @@ left out of training because they were made from held-out label maps). All image
 <h2>Downstream segmentation</h2>
 <table><tr><th>arm</th><th>mean Dice</th><th>per label (images holding it)</th>
 <th>global (all pixels)</th><th>train images</th><th>steps</th><th>seconds</th></tr>{seg_rows}</table>
+<table><tr><th>paired, per held-out image</th><th>mean Dice difference</th>
+<th>95 % interval (groups resampled)</th><th>images</th><th>groups</th></tr>{comp_rows}</table>
 <p class=note>Every arm: the same U-Net ({_fmt(metrics.get('segmentation', {}).get('real_only', {}).get('parameters'))}
-parameters), seed, and {metrics.get('budget', {}).get('steps_per_arm', '–')} optimiser steps of batch
+parameters), seeds {html.escape(str(metrics.get('seeds', {}).get('segmentation')))}, and
+{metrics.get('budget', {}).get('steps_per_arm', '–')} optimiser steps of batch
 {cfg.get('batch_size')} ({cfg.get('epochs')} epochs of the real training split).</p>
 <h2>Speckle statistics</h2>
 {_speckle_table(metrics.get('speckle', {}))}
