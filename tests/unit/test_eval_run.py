@@ -60,6 +60,9 @@ def test_evaluate_end_to_end_writes_metrics_and_report(tmp_path):
     files = {p.name for p in (tmp_path / "rep").iterdir()}
     assert {"metrics.json", "report.html", "samples.png"} <= files
     saved = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert set(saved["headline"]["goals"]) == {"real_plus_synthetic_beats_real_only",
+                                               "synthetic_only_reaches_80_percent",
+                                               "realism_auc_below_0_75"}
     for key in ("headline", "config", "sizes", "seeds", "split", "segmentation", "realism",
                 "fid", "mask_fidelity", "speckle", "budget", "timing_s"):
         assert key in saved, key

@@ -79,9 +79,21 @@ def _synthetic_leaks(synthetic_docs: Sequence[Any], syn: EvalSet, test_groups: s
     return leaks
 
 
+def _strict(obj: Any) -> Any:
+    """NaN and infinity become null: strict JSON, readable by any tool (not only Python)."""
+    if isinstance(obj, float | np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _strict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_strict(v) for v in obj]
+    return obj
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable, allow_nan=True), encoding="utf-8")
+    tmp.write_text(json.dumps(_strict(data), indent=2, default=_jsonable, allow_nan=False),
+                   encoding="utf-8")
     tmp.replace(path)
 
 
@@ -292,7 +304,16 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     ro, rs, so = arm("real_only"), arm("real_plus_synthetic"), arm("synthetic_only")
     fid = metrics.get("fid", {})
     comp = metrics.get("dice_comparison", {}).get("real_plus_synthetic_minus_real_only", {})
+    lo = comp.get("ci95_low", nan)
+    auc = float(metrics.get("realism", {}).get("auc", nan))
+    # the issue's goals; None where the metric is missing
+    goals = {
+        "real_plus_synthetic_beats_real_only": None if np.isnan(lo) else bool(lo > 0),
+        "synthetic_only_reaches_80_percent": None if not ro > 0 else bool(so >= 0.8 * ro),
+        "realism_auc_below_0_75": None if np.isnan(auc) else bool(auc < 0.75),
+    }
     return {
+        "goals": goals,
         "dice_real_only": ro,
         "dice_real_plus_synthetic": rs,
         "dice_synthetic_only": so,

@@ -232,7 +232,17 @@ def _headline_table(m: dict[str, Any]) -> str:
                  f"real-trained U-Net on synthetic images vs their label maps; on real test: "
                  f"{_fmt(mf.get('reference_real_test_dice'))}"))
     body = "".join(f"<tr><th>{a}</th><td class=num>{b}</td><td>{c}</td></tr>" for a, b, c in rows)
-    return f"<table class=headline>{body}</table>"
+    goals = h.get("goals", {})
+    words = {
+        "real_plus_synthetic_beats_real_only":
+            "real + synthetic beats real only (95 % interval above 0)",
+        "synthetic_only_reaches_80_percent": "synthetic only reaches 80 % of real only",
+        "realism_auc_below_0_75": "realism AUC below 0.75",
+    }
+    marks = {True: "<span class=ok>✔ met</span>", False: "<span class=bad>✘ not met</span>",
+             None: "– not measured"}
+    goal_rows = "".join(f"<li>{marks[goals.get(k)]}: {w}</li>" for k, w in words.items())
+    return f"<table class=headline>{body}</table><p><b>Goals</b></p><ul>{goal_rows}</ul>"
 
 
 def _speckle_table(speckle: dict[str, Any]) -> str:
@@ -305,6 +315,7 @@ table.headline th {{ width: 16em; }}
 figure {{ display: inline-block; margin: 0 1em 1em 0; }}
 figcaption, .note {{ color: #666; font-size: 13px; }}
 img {{ max-width: 100%; }}
+.ok {{ color: #080; font-weight: 600; }} .bad {{ color: #b00; font-weight: 600; }}
 </style></head><body>
 <h1>Does the synthetic data help?</h1>
 <p>{sizes.get('real', '–')} real images ({sizes.get('real_train', '–')} train /
