@@ -55,8 +55,8 @@ def test_evaluate_end_to_end_writes_metrics_and_report(tmp_path):
     for d in syn[:4]:
         d.tags["group"] = real[0].tags["group"]  # made from that group's label maps
     seen = []
-    m = evaluate(real, syn, tmp_path / "rep", EvalConfig(**TINY), progress=seen.append,
-                 feature_extractor=random_extractor(dim=8))
+    evaluate(real, syn, tmp_path / "rep", EvalConfig(**TINY), progress=seen.append,
+             feature_extractor=random_extractor(dim=8))
     files = {p.name for p in (tmp_path / "rep").iterdir()}
     assert {"metrics.json", "report.html", "samples.png"} <= files
     saved = json.loads((tmp_path / "rep" / "metrics.json").read_text())
