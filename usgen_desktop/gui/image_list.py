@@ -21,7 +21,7 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtGui import QIcon, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QLineEdit, QListView, QVBoxLayout, QWidget
 
 from usgen_desktop.core.document import Document
@@ -61,7 +61,13 @@ def thumbnail(doc: Document, size: int = THUMB) -> QPixmap:
     rgb = rgb * (1 - a) + colour[..., :3].astype(np.float32) * a
     rgb = np.ascontiguousarray(np.clip(rgb, 0, 255).astype(np.uint8))
     img = QImage(rgb.data, tw, th, 3 * tw, QImage.Format.Format_RGB888).copy()
-    return QPixmap.fromImage(img)
+    # Centred on a square so every row's text starts at the same place.
+    square = QPixmap(size, size)
+    square.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(square)
+    painter.drawImage((size - tw) // 2, (size - th) // 2, img)
+    painter.end()
+    return square
 
 
 class DocumentListModel(QAbstractListModel):
