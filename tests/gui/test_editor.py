@@ -345,3 +345,26 @@ def test_eraser_in_a_fan_turns_the_label_back_into_sector(qtbot, tmp_path):
     win.label_panel.select_label(2)
     drag(qtbot, win, [(50.0, 100.0), (110.0, 100.0)])
     assert (data[100, 50:111] == 0).all(), "with the sector active the eraser shrinks the fan"
+
+
+def test_space_drag_pans_without_painting(qtbot, window):
+    canvas = window.canvas
+    window.select_tool("brush")
+    off = QPointF(canvas.offset)
+    canvas.setFocus()
+    qtbot.keyPress(canvas, Qt.Key.Key_Space)
+    drag(qtbot, window, [(40.0, 40.0), (60.0, 50.0)])
+    qtbot.keyRelease(canvas, Qt.Key.Key_Space)
+    assert canvas.offset != off
+    assert not window.current_document().labels.data.any()
+
+
+def test_empty_project_shows_a_hint(qtbot, tmp_path):
+    win = MainWindow(Project.create(tmp_path / "empty", schema3()), load_panels=False)
+    qtbot.addWidget(win)
+    assert win.current_document() is None
+    assert "Import" in win.canvas.empty_hint
+    win.resize(600, 400)
+    win.show()
+    assert not win.canvas.grab().isNull()  # paints without a document
+    assert not win.act_undo.isEnabled()

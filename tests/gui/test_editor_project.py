@@ -234,3 +234,59 @@ def test_open_path_makes_a_project_of_its_own(qtbot, tmp_path, monkeypatch):
     again, todo2 = app.choose_project(app.build_parser().parse_args(["--open", str(data)]),
                                       app.app_settings())
     assert todo2 == [], "opened before: reopen the project, do not import twice"
+
+
+def test_dropping_a_folder_imports_it(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    data = tmp_path / "drop"
+    write_pairs(data, 2)
+    monkeypatch.setattr(project_io, "show_problems", lambda *a: None)
+    win = open_window(qtbot, Project.create(tmp_path / "proj", schema3()))
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(data))])
+    ev = QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime,
+                    Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    win.dropEvent(ev)
+    assert sorted(d.name for d in win.project.documents) == ["case0", "case1"]
+
+
+def test_demo_is_imported_once_from_resources(qtbot, tmp_path, monkeypatch):
+    import shutil
+
+    from usgen_desktop.gui import app
+    from usgen_desktop.paths import resources_dir
+
+    res = tmp_path / "resources"
+    shutil.copytree(resources_dir() / "schemas", res / "schemas")
+    write_pairs(res / "demo", 3)
+    monkeypatch.setenv("USGEN_RESOURCES", str(res))
+    first = app.demo_project()
+    assert len(first.documents) == 3 and not first.is_dirty()
+    assert all(d.labels.data.any() for d in first.documents)
+    first.documents[0].labels.data[:] = 0  # the user's work in the demo...
+    first.documents[0].revision += 1
+    first.save()
+    again = app.demo_project()
+    assert len(again.documents) == 3
+    assert not again.documents[0].labels.data.any(), "...is kept: the demo is not re-imported"
+
+
+def test_autosave_failure_is_reported_once(qtbot, tmp_path, monkeypatch):
+    from usgen_desktop.errors import UsgenError
+
+    win = open_window(qtbot, saved_project(tmp_path))
+    errors: list[str] = []
+    win.autosaver.failed.disconnect()
+    win.autosaver.failed.connect(errors.append)
+
+    def broken():
+        raise UsgenError("Could not autosave into '/x' (disk full).")
+
+    monkeypatch.setattr(win.project, "autosave", broken)
+    drag(qtbot, win, [(20.0, 50.0), (60.0, 50.0)])
+    assert win.autosaver.tick() == 0
+    drag(qtbot, win, [(20.0, 70.0), (60.0, 70.0)])
+    assert win.autosaver.tick() == 0
+    assert errors == ["Could not autosave into '/x' (disk full)."], "one dialog, not one per tick"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PySide6.QtCore import QPoint, QPointF, QRect, QRectF, Qt, Signal
+from PySide6.QtCore import QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QColor,
     QImage,
@@ -94,6 +94,8 @@ class Canvas(QWidget):
         self._space = False
         self._tool_down = False
         self.background = QColor(38, 40, 44)
+        self.empty_hint = ("No image open.\n\nFile › Import images… (Ctrl+O), a folder or dataset "
+                           "(Ctrl+Shift+O),\nor drop files here.")
 
     # -- document ------------------------------------------------------------------------
     def set_document(self, doc: Document | None) -> None:
@@ -246,7 +248,10 @@ class Canvas(QWidget):
         exposed = QRectF(event.rect())
         p.fillRect(exposed, self.background)
         doc = self.document
-        if doc is not None:
+        if doc is None:
+            p.setPen(QColor(150, 154, 160))
+            p.drawText(QRectF(self.rect()), Qt.AlignmentFlag.AlignCenter, self.empty_hint)
+        else:
             h, w = doc.shape
             s, o = self.scale, self.offset
             # The image pixels under the exposed rectangle, widened by 2 so smoothing at the
@@ -366,6 +371,3 @@ class Canvas(QWidget):
         self._space = False
         self._update_cursor()
         super().focusOutEvent(event)
-
-    def widget_center(self) -> QPoint:
-        return self.rect().center()

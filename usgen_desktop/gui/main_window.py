@@ -13,10 +13,18 @@ import importlib
 import logging
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import qtawesome as qta
 from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
+from PySide6.QtGui import (
+    QAction,
+    QActionGroup,
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QKeySequence,
+)
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QToolBar, QWidget
 
 from usgen_desktop.core.document import Document
@@ -65,6 +73,7 @@ class MainWindow(ProjectMixin, QMainWindow):
 
         self.canvas = Canvas()
         self.setCentralWidget(self.canvas)
+        self.setAcceptDrops(True)  # drop image files or dataset folders to import them
         self.image_list = ImageList()
         self.label_panel = LabelPanel()
         self._dock("Images", self.image_list, Qt.DockWidgetArea.LeftDockWidgetArea)
@@ -500,6 +509,16 @@ class MainWindow(ProjectMixin, QMainWindow):
         s.setValue("view/opacity", self.canvas.opacity)
         s.setValue("tools/brush_size", self.canvas.brush_size)
         s.sync()
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if self.project is not None and event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.import_paths(paths)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if not self._may_leave_project():
