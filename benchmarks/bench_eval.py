@@ -86,6 +86,32 @@ def generate(train_docs: list[Document], backend: str, seed: int, size: int | No
     return out, seconds
 
 
+def real_only(real: list[Document], train_idx, test_idx, args: argparse.Namespace) -> int:
+    """The baseline alone: U-Net trained on the real train split, Dice on the dev split."""
+    import torch
+
+    from usgen_desktop.evaluation.prepare import label_ids_of, to_arrays
+    from usgen_desktop.evaluation.segmentation import downstream_utility
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ids = label_ids_of(real)
+    arr = to_arrays(real, args.size, ids)
+    train, test = arr.subset(train_idx), arr.subset(test_idx)
+    steps = EvalConfig(epochs=args.epochs).steps_per_arm(len(train))
+    step_ms = unet_step_ms(args.size, 8)
+    t0 = time.perf_counter()
+    m, _ = downstream_utility(train, train.subset([]), test, len(ids), steps, seed=args.seed,
+                              arms=("real_only",), repeats=args.repeats)
+    d = m["real_only"]
+    print(json.dumps({"size": args.size, "epochs": args.epochs, "steps": steps,
+                      "unet_step_ms": round(step_ms, 1), "wall_s": round(time.perf_counter() - t0, 1),
+                      "real_only": {k: d[k] for k in ("mean", "per_seed", "std_over_seeds",
+                                                      "global", "n_images", "seconds")}},
+                     indent=2))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DATA))
@@ -103,6 +129,9 @@ def main() -> int:
     ap.add_argument("--out", default="/tmp/usgen_eval_busi")
     ap.add_argument("--write-dev-split", default=None, metavar="FILE")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=1, help="seeds per U-Net arm")
+    ap.add_argument("--real-only", action="store_true",
+                    help="only the real-only U-Net on the dev split (no synthetic set needed)")
     ap.add_argument("--no-fid", action="store_true")
     args = ap.parse_args()
 
@@ -124,6 +153,8 @@ def main() -> int:
           f"dev {len(test_idx)} ({len({groups[i] for i in test_idx})} groups); open {t_open:.1f} s")
     train_docs = [real[i] for i in train_idx]
 
+    if args.real_only:
+        return real_only(real, train_idx, test_idx, args)
     gen_seconds: list[float] = []
     if args.control:
         synthetic = [Document(labels=d.labels.copy(), schema=d.schema, image=d.image,
@@ -145,6 +176,7 @@ def main() -> int:
     print(f"U-Net step at {args.size}² batch 8: {step_ms:.0f} ms (median of 6)")
     config = EvalConfig(size=args.size, epochs=args.epochs, realism_epochs=args.realism_epochs,
                         seed=args.seed, dev_split=tuple(dev), threads=args.threads,
+                        seg_repeats=args.repeats,
                         fid=not args.no_fid)
     last = [0.0]
 

@@ -129,6 +129,15 @@ def predict(seg: TrainedSegmenter, images: np.ndarray, batch_size: int = 32,
     return out
 
 
+def _mean_over_seeds(per_seed: list[np.ndarray]) -> np.ndarray:
+    """Per-image Dice averaged over seeds; NaN stays NaN for images without a label."""
+    stack = np.stack(per_seed)
+    ok = np.isfinite(stack)
+    total = np.where(ok, stack, 0.0).sum(0)
+    count = ok.sum(0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def downstream_utility(
     real_train: EvalSet,
     synthetic: EvalSet,
@@ -205,12 +214,12 @@ def downstream_utility(
         }
         metrics[arm] = d
     if "real_only" in scores:
-        ref = np.nanmean(np.stack(scores["real_only"]), axis=0)
+        ref = _mean_over_seeds(scores["real_only"])
         comparison = {}
         for arm in todo:
             if arm == "real_only":
                 continue
-            other = np.nanmean(np.stack(scores[arm]), axis=0)
+            other = _mean_over_seeds(scores[arm])
             comparison[f"{arm}_minus_real_only"] = paired_bootstrap(ref, other,
                                                                     real_test.groups, seed=seed)
         metrics["comparison"] = comparison
