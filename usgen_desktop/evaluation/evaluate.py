@@ -284,9 +284,15 @@ def evaluate(
     metrics["timing_s"] = timing
     metrics["environment"] = {"python": platform.python_version(), "torch": torch.__version__,
                               "threads": torch.get_num_threads(), "machine": platform.machine()}
-    metrics["report"] = write_report(
-        out, metrics,
-        real_test, syn, n_classes, config.grid_samples)
+    # the sample grid shows images at 128 px or more even when the metrics ran smaller
+    grid_size = max(config.size, 128)
+    if grid_size != config.size:
+        grid_real = to_arrays([real_docs[i] for i in test_idx], grid_size, ids)
+        grid_syn = to_arrays(synthetic_docs, grid_size, ids)
+    else:
+        grid_real, grid_syn = real_test, syn
+    metrics["report"] = write_report(out, metrics, grid_real, grid_syn, n_classes,
+                                     config.grid_samples)
     lap("report", t0)
     _write_json(out / "metrics.json", metrics)
     progress(Progress(_Meter.TOTAL, _Meter.TOTAL, f"Report written to {out / 'report.html'}"))
