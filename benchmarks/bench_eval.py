@@ -1,7 +1,7 @@
 """Evaluation on real data: does a synthetic set help a U-Net on BUSI?
 
 Opens ``../shared/data/busi`` (skips cleanly when it is missing), holds out 20 % of the
-near-duplicate *groups* (seed 0) as the dev split, generates one synthetic image per TRAIN
+near-duplicate *groups* of each class (seed 0) as the dev split, generates one synthetic image per TRAIN
 label map with a backend (``speckle`` by default, via ``usgen_desktop.synthesis.run``) and
 runs ``evaluate``: U-Net Dice for real only / real + synthetic / synthetic only on the dev
 split, realism AUC, FID/KID beside real-vs-real at the same N, mask fidelity, speckle
@@ -143,11 +143,12 @@ def main() -> int:
     real = open_dataset(data).documents
     t_open = time.perf_counter() - t0
     groups = [doc_group(d) for d in real]
-    train_idx, test_idx = group_split(groups, 0.2, args.seed)
+    train_idx, test_idx = group_split(groups, 0.2, args.seed,
+                                      strata=[d.tags.get("class") for d in real])
     dev = [real[i].name for i in test_idx]
     if args.write_dev_split:
         Path(args.write_dev_split).write_text(
-            "# BUSI dev split: 20 % of near-duplicate groups, seed "
+            "# BUSI dev split: 20 % of near-duplicate groups within each class, seed "
             f"{args.seed} (usgen_desktop.evaluation.prepare.group_split)\n" + "\n".join(dev) + "\n")
     print(f"BUSI: {len(real)} images, {len(set(groups))} groups; train {len(train_idx)}, "
           f"dev {len(test_idx)} ({len({groups[i] for i in test_idx})} groups); open {t_open:.1f} s")

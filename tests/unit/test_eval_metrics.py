@@ -139,3 +139,13 @@ def test_paired_bootstrap_interval_holds_a_known_gain_and_excludes_zero():
     assert r["ci95_low"] < 0.05 < r["ci95_high"] and r["ci95_low"] > 0
     same = paired_bootstrap(a, a + rng.normal(0, 0.05, 200), [f"g{i}" for i in range(200)])
     assert same["ci95_low"] < 0 < same["ci95_high"]
+
+
+def test_stratified_group_split_keeps_a_rare_class_on_both_sides():
+    groups = [f"g{i // 2}" for i in range(200)]  # pairs of near-duplicates
+    strata = ["rare" if i < 20 else "common" for i in range(200)]
+    for seed in range(5):
+        train, test = group_split(groups, 0.2, seed, strata=strata)
+        test_rare = sum(strata[i] == "rare" for i in test)
+        assert test_rare == 4  # 20 % of the 10 rare groups, two images each
+        assert not ({groups[i] for i in train} & {groups[i] for i in test})

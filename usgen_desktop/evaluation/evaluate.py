@@ -159,8 +159,10 @@ def evaluate(
             train_idx, test_idx = dev_split(real.names, real.groups, config.dev_split)
             split_kind = "dev split file"
         else:
-            train_idx, test_idx = group_split(real.groups, config.test_fraction, config.seed)
-            split_kind = f"random {config.test_fraction:.0%} of groups, seed {config.seed}"
+            train_idx, test_idx = group_split(real.groups, config.test_fraction, config.seed,
+                                              strata=real.classes)
+            split_kind = (f"random {config.test_fraction:.0%} of groups within each class, "
+                          f"seed {config.seed}")
         real_train, real_test = real.subset(train_idx), real.subset(test_idx)
         test_groups = set(real_test.groups)
         shared = sorted(set(real_train.groups) & test_groups)

@@ -95,18 +95,35 @@ def to_arrays(docs: Sequence[Any], size: int, label_ids: Sequence[int],
     )
 
 
-def group_split(groups: Sequence[str], test_fraction: float, seed: int
-                ) -> tuple[np.ndarray, np.ndarray]:
+def group_split(groups: Sequence[str], test_fraction: float, seed: int,
+                strata: Sequence[str | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Train and test indices with whole groups on one side; about ``test_fraction`` of the
-    *groups* go to test (at least one group on each side when there are two or more)."""
+    *groups* go to test (at least one group on each side when there are two or more).
+
+    With ``strata`` (e.g. each image's class) the fraction is taken within each stratum, so
+    a rare class is not left out of the test side by chance; a group whose images carry
+    several classes forms a stratum of its own."""
     uniq = sorted(set(groups))
     if len(uniq) < 2:
         raise DatasetError("The real dataset needs at least two images (groups) to hold one out.")
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(uniq))
-    n_test = int(round(len(uniq) * test_fraction))
-    n_test = min(max(1, n_test), len(uniq) - 1)
-    test_groups = {uniq[i] for i in order[:n_test]}
+    stratum_of: dict[str, set[str]] = {g: set() for g in uniq}
+    if strata is not None:
+        for g, s in zip(groups, strata, strict=True):
+            stratum_of[g].add(str(s))
+    by_stratum: dict[str, list[str]] = {}
+    for g in uniq:
+        by_stratum.setdefault("+".join(sorted(stratum_of[g])), []).append(g)
+    test_groups: set[str] = set()
+    for key in sorted(by_stratum):
+        members = by_stratum[key]
+        order = rng.permutation(len(members))
+        n_test = int(round(len(members) * test_fraction))
+        test_groups.update(members[i] for i in order[:n_test])
+    if not test_groups:  # tiny sets: hold out one group anyway
+        test_groups = {uniq[int(rng.integers(len(uniq)))]}
+    if len(test_groups) == len(uniq):
+        test_groups.discard(sorted(test_groups)[0])
     test = np.array([i for i, g in enumerate(groups) if g in test_groups], dtype=np.int64)
     train = np.array([i for i, g in enumerate(groups) if g not in test_groups], dtype=np.int64)
     return train, test
