@@ -98,10 +98,11 @@ def export_pairs(
     schema = schema or pairs[0].schema
     target = dataset_folder(Path(out_dir), fmt, dataset_name, dataset_id)
 
-    used: set[int] = set()
-    for d in pairs:
-        used.update(int(i) for i in np.flatnonzero(np.bincount(d.labels.data.ravel(),
-                                                               minlength=256)))
+    # One pass over each label map: the ids it uses (for the mapping and the manifest).
+    present = {d.uid: [int(i) for i in np.flatnonzero(np.bincount(d.labels.data.ravel(),
+                                                                   minlength=256))]
+               for d in pairs}
+    used = {i for ids in present.values() for i in ids}
     mapping = LabelMapping.build(schema, used, consecutive=layout.remap)
     mapping_key = {str(k): v for k, v in mapping.to_export.items()}
 
@@ -124,7 +125,7 @@ def export_pairs(
                     cancel.raise_if_cancelled()
                 case = cases[doc.uid]
                 _write_pair(target, layout, case, doc, mapping)
-                rec = _record(case, doc, layout, schema, mapping, fmt)
+                rec = _record(case, doc, layout, schema, mapping, fmt, present[doc.uid])
                 # The line goes in only after both files exist under their final names.
                 manifest.write(dumps_json(rec, indent=None) + "\n")
                 manifest.flush()
@@ -259,7 +260,7 @@ def _write_pair(target: Path, layout: Layout, case: str, doc: Document,
 
 
 def _record(case: str, doc: Document, layout: Layout, schema: LabelSchema,
-            mapping: LabelMapping, fmt: str) -> dict[str, Any]:
+            mapping: LabelMapping, fmt: str, ids: list[int]) -> dict[str, Any]:
     img = doc.image
     assert img is not None
     rec: dict[str, Any] = {
@@ -277,7 +278,7 @@ def _record(case: str, doc: Document, layout: Layout, schema: LabelSchema,
             "labels": {str(i): n for i, n in sorted(mapping.names.items())},
         },
         "label_mapping": {str(k): v for k, v in mapping.to_export.items()},
-        "labels_present": [int(mapping.lut[i]) for i in doc.labels.ids()],
+        "labels_present": [int(mapping.lut[i]) for i in ids],
         "height": img.height,
         "width": img.width,
         "bit_depth": img.bit_depth,
