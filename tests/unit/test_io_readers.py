@@ -99,7 +99,8 @@ def test_multipage_tiff_frame_and_spacing(tmp_path, img8):
 
 
 # -- DICOM ----------------------------------------------------------------------------------
-def _write_dicom(path, frames: np.ndarray, spacing=(0.2, 0.3), photometric="MONOCHROME2"):
+def _write_dicom(path, frames: np.ndarray, spacing=(0.2, 0.3), photometric="MONOCHROME2",
+                 rgb: bool = False):
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
 
@@ -111,11 +112,13 @@ def _write_dicom(path, frames: np.ndarray, spacing=(0.2, 0.3), photometric="MONO
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.Modality = "US"
-    n = frames.shape[0] if frames.ndim == 3 else 1
-    ds.Rows, ds.Columns = frames.shape[-2:]
+    n = frames.shape[0] if frames.ndim == (4 if rgb else 3) else 1
+    ds.Rows, ds.Columns = frames.shape[-3:-1] if rgb else frames.shape[-2:]
     if n > 1:
         ds.NumberOfFrames = n
-    ds.SamplesPerPixel = 1
+    ds.SamplesPerPixel = 3 if rgb else 1
+    if rgb:
+        ds.PlanarConfiguration = 0
     ds.PhotometricInterpretation = photometric
     bits = frames.dtype.itemsize * 8
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
@@ -149,7 +152,16 @@ def test_dicom_monochrome1_is_inverted(tmp_path, img8):
     path = tmp_path / "m1.dcm"
     _write_dicom(path, img8, photometric="MONOCHROME1")
     im = read_image(path)
-    assert np.array_equal(im.pixels, img8.max() - img8)
+    assert np.array_equal(im.pixels, 255 - img8)
+
+
+def test_dicom_colour_is_converted(tmp_path, img8):
+    rgb = np.dstack([img8, img8, img8])
+    rgb[4:8, 4:8] = (255, 0, 0)  # colour Doppler
+    path = tmp_path / "rgb.dcm"
+    _write_dicom(path, rgb, photometric="RGB", rgb=True)
+    im = read_image(path)
+    assert im.was_color and im.pixels[5, 5] == round(0.299 * 255) and im.pixels[20, 20] == img8[20, 20]
 
 
 def test_truncated_dicom(tmp_path, img8):

@@ -305,8 +305,24 @@ def _read_dicom(path: Path, frame: int | None) -> RawImage:
         raise ImageReadError(f"'{path.name}' is corrupt or not a DICOM file.") from exc
     if "PixelData" not in ds:
         raise ImageReadError(f"'{path.name}' is a DICOM file without an image in it.")
+    n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    index = 0 if frame is None else int(frame)
+    if not 0 <= index < n_frames:
+        if n_frames == 1:
+            raise ImageReadError(f"'{path.name}' has only one frame; frame {index} does not exist.")
+        raise ImageReadError(
+            f"'{path.name}' has {n_frames} frames (0-{n_frames - 1}); frame {index} does not exist."
+        )
     try:
-        arr = ds.pixel_array
+        if n_frames > 1:
+            try:
+                from pydicom.pixels import pixel_array  # pydicom >= 3: decode one frame only
+            except ImportError:
+                arr = ds.pixel_array[index]
+            else:
+                arr = pixel_array(ds, index=index)
+        else:
+            arr = ds.pixel_array
     except Exception as exc:  # missing codec, truncated pixel data, ...
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", "an unknown encoding")
@@ -314,14 +330,13 @@ def _read_dicom(path: Path, frame: int | None) -> RawImage:
             f"The pixels of '{path.name}' could not be decoded ({name}); the file may be "
             "truncated or use a compression USGen cannot read."
         ) from exc
-    n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    if n_frames > 1:
-        arr = _pick_frame(arr, frame, path)
-    elif frame not in (None, 0):
-        raise ImageReadError(f"'{path.name}' has only one frame; frame {frame} does not exist.")
     if str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1":
         # MONOCHROME1 stores white as 0; flip so bright echoes stay bright.
-        arr = arr.max() - arr if np.issubdtype(arr.dtype, np.integer) else -arr
+        if np.issubdtype(arr.dtype, np.unsignedinteger):
+            top = (1 << int(getattr(ds, "BitsStored", arr.dtype.itemsize * 8))) - 1
+            arr = (top - arr.astype(np.int64)).clip(0, top).astype(arr.dtype)
+        else:
+            arr = arr.max() - arr
     meta = {
         "frames": n_frames,
         "format": "dicom",
