@@ -118,6 +118,8 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--realism-epochs", type=int, default=8)
+    ap.add_argument("--realism-size", type=int, default=128,
+                    help="the classifier looks at speckle, so give it more pixels than the U-Net")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backend", default="speckle")
     ap.add_argument("--gen-size", type=int, default=None,
@@ -176,6 +178,7 @@ def main() -> int:
     step_ms = unet_step_ms(args.size, 8)
     print(f"U-Net step at {args.size}² batch 8: {step_ms:.0f} ms (median of 6)")
     config = EvalConfig(size=args.size, epochs=args.epochs, realism_epochs=args.realism_epochs,
+                        realism_size=args.realism_size,
                         seed=args.seed, dev_split=tuple(dev), threads=args.threads,
                         seg_repeats=args.repeats,
                         fid=not args.no_fid)

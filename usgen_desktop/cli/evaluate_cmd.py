@@ -40,6 +40,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--folds", type=int, default=5, help="realism cross-validation folds")
     p.add_argument("--realism-epochs", type=int, default=8)
+    p.add_argument("--realism-size", type=int, default=None,
+                   help="image size for the realism classifier (default: --size)")
     p.add_argument("--no-fid", action="store_true", help="skip FID/KID")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -106,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.size < 16 or args.size % 8:
         raise DatasetError("--size must be a multiple of 8 and at least 16.")
+    if args.realism_size is not None and (args.realism_size < 16 or args.realism_size % 8):
+        raise DatasetError("--realism-size must be a multiple of 8 and at least 16.")
     if args.epochs < 1:
         raise DatasetError("--epochs must be at least 1.")
     dev = None
@@ -124,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
                         seg_repeats=max(1, args.repeats),
                         group_column=args.group_column, dev_split=dev,
                         realism_folds=args.folds, realism_epochs=args.realism_epochs,
+                        realism_size=args.realism_size,
                         fid=not args.no_fid, threads=args.threads)
     metrics = evaluate(real, synthetic, Path(args.out), config, _printer(args.quiet))
     if not args.quiet and sys.stderr.isatty():
