@@ -191,3 +191,9 @@ def test_case_ids_are_unique_and_safe(tmp_path):
     out = tmp_path / "Dataset502_Here"  # a DatasetNNN_Name target is used as is
     export_pairs(docs, out, "nnunet")
     assert (out / "dataset.json").is_file()
+
+
+def test_a_document_selected_twice_exports_once(tmp_path):
+    docs = _docs(2)
+    rep = export_pairs([docs[0], docs[1], docs[0]], tmp_path / "o", "folder")
+    assert rep.count == 2 and len(_manifest(tmp_path / "o")) == 2

@@ -208,3 +208,29 @@ def test_progress_and_cancel(tmp_path):
 
     with pytest.raises(Cancelled):
         open_dataset(tmp_path, progress=cancel_soon, cancel=token)
+
+
+def test_hc18_download_with_split_folders_and_pixel_size_csv(tmp_path):
+    img, _ = lesion_pair(80, 100, seed=10)
+    line = np.zeros((80, 100), np.uint8)
+    cv2.ellipse(line, (50, 40), (30, 20), 0, 0, 360, 255, 1)
+    _save(tmp_path / "training_set" / "000_HC.png", img)
+    _save(tmp_path / "training_set" / "000_HC_Annotation.png", line)
+    _save(tmp_path / "test_set" / "100_HC.png", img)
+    (tmp_path / "training_set_pixel_size_and_HC.csv").write_text(
+        "filename,pixel size(mm),head circumference (mm)\n000_HC.png,0.0691358,44.3\n"
+    )
+    res = open_dataset(tmp_path)
+    assert res.layout == "hc18" and res.schema.name == "hc18"
+    docs = {d.name: d for d in res.documents}
+    assert docs["000_HC"].tags == {"split": "training_set"}  # a split, not a class
+    assert docs["000_HC"].image.pixel_spacing == pytest.approx((0.0691358, 0.0691358))
+    assert docs["000_HC"].has_mask and not docs["100_HC"].has_mask
+
+
+def test_folder_of_datasets_points_to_its_subfolders(tmp_path):
+    img, mask = lesion_pair(30, 40)
+    _save(tmp_path / "a" / "benign" / "images" / "x.png", img)
+    _save(tmp_path / "b" / "benign" / "images" / "y.png", img)
+    with pytest.raises(DatasetError, match=r"open one of its subfolders \(a, b\)"):
+        open_dataset(tmp_path)

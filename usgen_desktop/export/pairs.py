@@ -27,8 +27,8 @@ from usgen_desktop.errors import Cancelled, ExportError
 from usgen_desktop.export.layouts import (
     FORMATS,
     LAYOUTS,
-    Layout,
     LabelMapping,
+    Layout,
     case_ids,
     dataset_folder,
     dataset_json,
@@ -86,7 +86,7 @@ def export_pairs(
     if fmt not in FORMATS:
         raise ExportError(f"Unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}.")
     layout = LAYOUTS[fmt]
-    docs = list(docs)
+    docs = list({d.uid: d for d in docs}.values())  # a document selected twice exports once
     pairs = [d for d in docs if d.image is not None]
     skipped = [f"'{d.name}' has no image yet, so it has no pair to export." for d in docs
                if d.image is None]

@@ -51,6 +51,8 @@ _MASK_RE = re.compile(
     r"^(?P<stem>.+?)(?P<kind>_mask(?:_\d+)?|_annotation|_seg|_label|_labels|_gt)$", re.I
 )
 _MASK_DIRS = ("masks", "mask", "labels", "labelsTr", "annotations", "gt", "ground_truth")
+_SPLIT_NAMES = {"train", "training", "training_set", "test", "test_set", "testing", "val",
+                "valid", "validation", "validation_set"}
 _HC18_RE = re.compile(r"^\d+(?:_\d+)?HC$", re.I)
 
 
@@ -118,6 +120,13 @@ def _plan(path: Path) -> _Plan:
         entries = _visible(root)
         if not entries:
             raise DatasetError(f"The folder '{root}' is empty.")
+        subdirs = [p.name for p in entries if p.is_dir()]
+        if subdirs:
+            raise DatasetError(
+                f"'{root}' holds no images USGen can read, neither directly nor in class "
+                f"folders; open one of its subfolders ({', '.join(subdirs[:4])}"
+                f"{', ...' if len(subdirs) > 4 else ''})."
+            )
         raise DatasetError(f"'{root}' holds no images USGen can read.")
     plan.root = plan.root or root
     _apply_csv(plan, root)
@@ -155,17 +164,32 @@ def _plan_folder(root: Path, depth: int) -> _Plan | None:
     items: list[_Item] = []
     problems: list[str] = []
     flat_classes = 0
+    kinds: set[str] = set()
+    skipped: list[str] = []
     for d in dirs:
         if (d / "images").is_dir():
             its, probs = _scan_pair_dirs(d, klass=d.name)
         elif any(is_image_file(p) for p in _visible(d)):
-            its, probs, _kind = _scan_flat(d, klass=d.name)
+            its, probs, kind = _scan_flat(d, klass=d.name)
+            kinds.add(kind)
             flat_classes += 1
         else:
+            skipped.append(d.name)
             continue
+        if d.name.lower() in _SPLIT_NAMES:
+            # train/test folders are a split, not a class of image.
+            for it in its:
+                it.tags.pop("class", None)
+                it.tags["split"] = d.name
         items += its
         problems += probs
     if items:
+        problems += [
+            f"The subfolder '{name}' holds no images of its own; open it by itself to import it."
+            for name in skipped if any(_visible(root / name))
+        ]
+        if kinds and kinds <= {"hc18", "images_only"} and "hc18" in kinds:
+            return _Plan(items, "hc18", load_preset("hc18"), problems, root)
         busi = root.name.lower() == "dataset_busi_with_gt" or (
             flat_classes and {d.name.lower() for d in dirs} <= set(BUSI_CLASSES)
         )
