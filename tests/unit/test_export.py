@@ -42,6 +42,24 @@ def _manifest(folder):
     return [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
 
 
+def _nnunet_integrity(ds):
+    """The checks of nnU-Net v2's verify_dataset_integrity, for PNG (NaturalImage2DIO) data."""
+    meta = json.loads((ds / "dataset.json").read_text())
+    assert {"labels", "channel_names", "numTraining", "file_ending"} <= set(meta)
+    ending = meta["file_ending"]
+    label_files = sorted((ds / "labelsTr").glob(f"*{ending}"))
+    assert len(label_files) == meta["numTraining"]
+    expected = sorted(meta["labels"].values())
+    assert expected == list(range(len(expected)))  # consecutive from 0
+    for lf in label_files:
+        case = lf.name[: -len(ending)]
+        images = sorted((ds / "imagesTr").glob(f"{case}_[0-9][0-9][0-9][0-9]{ending}"))
+        assert len(images) == len(meta["channel_names"]), case
+        seg = _read(lf)
+        assert set(np.unique(seg)) <= set(expected)
+        assert _read(images[0]).shape == seg.shape
+
+
 def test_folder_export_reads_back_identical(tmp_path):
     docs = _docs()
     docs[1].labels.data[0:3, 0:3] = 0
@@ -84,6 +102,7 @@ def test_nnunet_export_remaps_gappy_ids_to_consecutive(tmp_path):
         expect = np.select([doc.labels.data == 2, doc.labels.data == 5], [1, 2], 0)
         assert np.array_equal(lab, expect)
         assert np.array_equal(_read(ds / rec["image"]), doc.image.pixels)
+    _nnunet_integrity(ds)
     assert sorted(p.name for p in (ds / "imagesTr").iterdir()) == \
         sorted(f"{r['case']}_0000.png" for r in recs)
     # USGen reads its own export back with names, classes and the exported ids.
@@ -163,7 +182,7 @@ def test_cancel_midway_leaves_complete_pairs_and_resume_finishes(tmp_path):
     recs = _manifest(ds)
     assert len(recs) == 2
     assert len(list((ds / "imagesTr").iterdir())) == 2 == len(list((ds / "labelsTr").iterdir()))
-    assert json.loads((ds / "dataset.json").read_text())["numTraining"] == 2
+    _nnunet_integrity(ds)  # a cancelled export still trains as it is
     assert not list(ds.rglob("*usgen-tmp"))
 
     # Simulate a kill mid-pair as well: a stray image without its label, a torn manifest line.
@@ -177,6 +196,7 @@ def test_cancel_midway_leaves_complete_pairs_and_resume_finishes(tmp_path):
     assert len({r["case"] for r in recs}) == 6
     assert not (ds / "imagesTr" / "stray_0000.png").exists()
     assert json.loads((ds / "dataset.json").read_text())["numTraining"] == 6
+    _nnunet_integrity(ds)
     with pytest.raises(ExportError, match="not empty"):  # finished: no silent second run
         export_pairs(docs, out, "nnunet", dataset_name="R")
 
