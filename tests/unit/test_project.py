@@ -148,3 +148,40 @@ def test_damaged_document_is_a_problem_not_a_failure(tmp_path):
 def test_default_projects_dir_is_under_user_data(tmp_path):
     assert default_projects_dir() == default_projects_dir().parent / "projects"
     assert str(default_projects_dir()).startswith(os.environ["USGEN_DATA_DIR"])
+
+
+def test_label_only_document_gets_its_generated_image(tmp_path):
+    schema = load_preset("busi")
+    p = Project.create(tmp_path / "p", schema)
+    doc = Document.blank(40, 50, schema, name="waiting")
+    p.add([doc])
+    p.save()
+    assert not (tmp_path / "p" / "images" / f"{doc.uid}.png").exists()
+    assert not p.is_dirty()
+    doc.image = UltrasoundImage(np.full((40, 50), 77, np.uint8))
+    doc.provenance = {"seed": 3, "backend": "speckle"}
+    assert p.is_dirty()
+    p.save()
+    back = Project.open(tmp_path / "p").get(doc.uid)
+    assert back.image is not None and int(back.image.pixels[0, 0]) == 77
+    assert back.provenance == {"seed": 3, "backend": "speckle"}
+
+
+def test_a_crash_mid_save_keeps_the_last_good_project(tmp_path, monkeypatch):
+    p = Project.create(tmp_path / "p", load_preset("busi"))
+    a = _doc(0)
+    p.add([a])
+    p.save()
+    before = (tmp_path / "p" / "project.json").read_text()
+    a.paint_disk((30, 30), 6, 1)
+    p.add([_doc(1)])
+    import usgen_desktop.io.project as store
+
+    def boom(*_args, **_kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "write_text_atomic", boom)
+    with pytest.raises(Exception, match="No space left"):
+        p.save()
+    assert (tmp_path / "p" / "project.json").read_text() == before
+    assert [d.uid for d in Project.open(tmp_path / "p").documents] == [a.uid]
