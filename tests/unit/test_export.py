@@ -217,3 +217,35 @@ def test_a_document_selected_twice_exports_once(tmp_path):
     docs = _docs(2)
     rep = export_pairs([docs[0], docs[1], docs[0]], tmp_path / "o", "folder")
     assert rep.count == 2 and len(_manifest(tmp_path / "o")) == 2
+
+
+def test_resume_after_reopening_the_dataset_matches_by_source(tmp_path):
+    src = tmp_path / "src"
+    (src / "images").mkdir(parents=True)
+    (src / "masks").mkdir()
+    for i in range(5):
+        img, mask = lesion_pair(32, 40, seed=i)
+        cv2.imwrite(str(src / "images" / f"c{i}.png"), img)
+        cv2.imwrite(str(src / "masks" / f"c{i}.png"), mask)
+    token = CancelToken()
+
+    def stop(p: Progress) -> None:
+        if p.done >= 2:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        export_pairs(open_dataset(src).documents, tmp_path / "o", "folder", progress=stop,
+                     cancel=token)
+    again = open_dataset(src).documents  # a new session: new document ids
+    rep = export_pairs(again, tmp_path / "o", "folder")
+    assert (rep.resumed, rep.written, rep.count) == (2, 3, 5)
+    assert sorted(r["case"] for r in _manifest(tmp_path / "o")) == [f"c{i}" for i in range(5)]
+
+
+def test_nnunet_declares_only_labels_the_maps_use(tmp_path):
+    docs = _docs(2, load_preset("hc18"))  # hc18: 0 outside fan, 1 head, 2 sector (unused here)
+    export_pairs(docs, tmp_path, "nnunet", dataset_name="Heads")
+    meta = json.loads((tmp_path / "Dataset500_Heads" / "dataset.json").read_text())
+    assert meta["labels"] == {"background": 0, "fetal head": 1}
+    export_pairs(docs, tmp_path / "f", "folder")  # the folder format keeps the whole schema
+    assert read_itksnap_labels(tmp_path / "f" / "labels.txt").by_id(2).name == "sector"

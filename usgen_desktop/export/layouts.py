@@ -99,7 +99,13 @@ class LabelMapping:
 
     @classmethod
     def build(cls, schema: LabelSchema, used_ids: set[int], consecutive: bool) -> LabelMapping:
-        ids = sorted(set(schema.ids) | set(used_ids) | {0})
+        """Consecutive exports declare only the ids the exported maps use (a class that never
+        occurs would be a dead output channel in nnU-Net); folder exports keep every schema id.
+        """
+        if consecutive:
+            ids = sorted(set(used_ids) | {0})
+        else:
+            ids = sorted(set(schema.ids) | set(used_ids) | {0})
         names: dict[int, str] = {}
         to_export: dict[int, int] = {}
         for new, old in enumerate(ids):

@@ -107,17 +107,19 @@ def export_pairs(
     mapping_key = {str(k): v for k, v in mapping.to_export.items()}
 
     done = _prepare_target(target, layout, overwrite, mapping_key)
-    done_by_uid = {rec["uid"]: rec for rec in done if rec.get("uid")}
-    fresh = [d for d in pairs if d.uid not in done_by_uid]
+    # A resumed export recognises finished pairs by document id, or, for a dataset opened
+    # again (new ids), by source file and name.
+    done_keys = {k for rec in done for k in _record_keys(rec)}
+    fresh = [d for d in pairs if not (_doc_keys(d) & done_keys)]
     cases = dict(zip(
         (d.uid for d in fresh),
         case_ids([d.name for d in fresh], taken={r["case"] for r in done}), strict=True,
     ))
     records = list(done)
-    report = ExportReport(0, target, skipped, 0, len(done_by_uid), fmt,
+    report = ExportReport(0, target, skipped, 0, len(done), fmt,
                           dict(mapping.to_export))
-    total = len(pairs)
-    progress(Progress(len(done_by_uid), total, "Exporting pairs"))
+    total = len(done) + len(fresh)
+    progress(Progress(len(done), total, "Exporting pairs"))
     try:
         with open(target / MANIFEST, "a", encoding="utf-8") as manifest:
             for doc in fresh:
@@ -144,6 +146,22 @@ def export_pairs(
         raise ExportError(_os_sentence(exc, target)) from exc
     report.count = len(records)
     return report
+
+
+def _doc_keys(doc: Document) -> set[tuple]:
+    keys: set[tuple] = {("uid", doc.uid)}
+    if doc.image is not None and doc.image.source:
+        keys.add(("source", str(doc.image.source), doc.name))
+    return keys
+
+
+def _record_keys(rec: dict[str, Any]) -> set[tuple]:
+    keys: set[tuple] = set()
+    if rec.get("uid"):
+        keys.add(("uid", rec["uid"]))
+    if rec.get("source"):
+        keys.add(("source", str(rec["source"]), rec.get("name")))
+    return keys
 
 
 # -- target folder ----------------------------------------------------------------------------
