@@ -234,3 +234,21 @@ def test_folder_of_datasets_points_to_its_subfolders(tmp_path):
     _save(tmp_path / "b" / "benign" / "images" / "y.png", img)
     with pytest.raises(DatasetError, match=r"open one of its subfolders \(a, b\)"):
         open_dataset(tmp_path)
+
+
+def test_a_project_folder_opens_as_a_project(tmp_path):
+    from usgen_desktop.core.document import Document
+    from usgen_desktop.core.image import UltrasoundImage
+    from usgen_desktop.core.labels import LabelMap, load_preset
+    from usgen_desktop.io import Project
+
+    img, mask = lesion_pair(30, 40)
+    project = Project.create(tmp_path / "p", load_preset("busi"))
+    doc = Document(labels=LabelMap((mask > 0).astype(np.uint8)), schema=project.schema,
+                   image=UltrasoundImage(img), name="mine", tags={"class": "benign"})
+    project.add([doc])
+    project.save()
+    res = open_dataset(tmp_path / "p")
+    assert res.layout == "usgen_project" and res.schema.name == "busi"
+    assert [(d.uid, d.name, d.klass) for d in res.documents] == [(doc.uid, "mine", "benign")]
+    assert res.documents[0].labels == doc.labels

@@ -12,6 +12,7 @@ Detected automatically (first match wins):
 * ``image_mask_pairs``: images and ``<stem>_mask`` files side by side in one folder
 * ``images_only``: a folder of images without masks (empty label maps)
 * ``single_image``: one image file (with ``<stem>_mask.*`` beside it if there is one)
+* ``usgen_project``: a USGen project folder (``project.json``), opened through ``Project.open``
 
 An optional ``usgen.json`` in the root, ``{"schema": "busi", "classes": {"<stem>": "benign"}}``,
 names the label schema (a preset name or a schema dict) and the class of each image. A
@@ -99,6 +100,14 @@ def open_dataset(
     path = Path(path).expanduser().absolute()
     if not path.exists():
         raise DatasetError(f"'{path}' does not exist.")
+    from usgen_desktop.io.project import Project, is_project
+
+    if is_project(path):
+        # A USGen project folder opens as what it is, not as its images/ + labels/ files.
+        project = Project.open(path)
+        progress(Progress(len(project.documents), len(project.documents), project.name))
+        return ImportResult(list(project.documents), list(project.problems), "usgen_project",
+                            project.schema, path)
     plan = _plan(path)
     if not plan.items:
         raise DatasetError(f"'{path}' holds no images USGen can read.")
