@@ -1,0 +1,74 @@
+"""The Generate and Train docks inside the real main window (not a stub)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def main_window(qtbot, tmp_path, fake_backend):
+    from usgen_desktop.core.labels import load_preset
+    from usgen_desktop.io.project import Project
+
+    try:
+        from usgen_desktop.gui.main_window import MainWindow
+    except ImportError:
+        pytest.skip("the main window is not built")
+    from tests.gui.test_generate_panel import lesion_doc
+
+    project = Project.create(tmp_path / "proj", load_preset("busi"), name="t")
+    project.add([lesion_doc("case1", "benign", 0)])
+    window = MainWindow(project)
+    window.ask_save_changes = lambda: "discard"  # teardown closes it; never block on a dialog
+    window.show_error = lambda msg: pytest.fail(f"error dialog: {msg}")
+    qtbot.addWidget(window)
+    window.show()
+    return window
+
+
+# the fake backend fixture is shared with the panel tests
+from tests.gui.test_generate_panel import fake_backend  # noqa: E402,F401
+
+
+def test_docks_installed_and_accept_adds_to_project(qtbot, main_window):
+    from PySide6.QtWidgets import QDockWidget
+
+    from usgen_desktop.gui.panels.generate import GeneratePanel
+    from usgen_desktop.gui.panels.train import TrainPanel
+
+    w = main_window
+    assert not w.panel_errors
+    panel = w.findChild(GeneratePanel)
+    assert panel is not None and w.findChild(TrainPanel) is not None
+    gallery_dock = w.findChild(QDockWidget, "GalleryDock")
+    assert not gallery_dock.isVisible()  # no results yet
+    panel.count.setValue(2)
+    panel.generate()
+    qtbot.waitUntil(lambda: not panel.running, timeout=10_000)
+    assert len(panel.gallery.items) == 2
+    assert gallery_dock.isVisible()  # shown when the first result came
+    source = w.current_document()
+    n = len(w.project.documents)
+    docs = panel.gallery.accept_all()
+    assert len(docs) == 2 and len(w.project.documents) == n + 2
+    for d in docs:
+        assert d.parent == source.uid and d.provenance["backend"] == "speckle"
+        assert np.array_equal(d.labels.data, source.labels.data)
+    # the editor keeps showing the source; the new pairs are listed, not opened
+    assert w.current_document() is source
+
+
+def test_ctrl_g_generates(qtbot, main_window):
+    from PySide6.QtCore import Qt
+
+    from usgen_desktop.gui.panels.generate import GeneratePanel
+
+    w = main_window
+    panel = w.findChild(GeneratePanel)
+    panel.count.setValue(1)
+    w.activateWindow()
+    qtbot.keyClick(w, Qt.Key.Key_G, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: len(panel.gallery.items) == 1, timeout=10_000)
