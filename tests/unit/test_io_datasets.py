@@ -252,3 +252,15 @@ def test_a_project_folder_opens_as_a_project(tmp_path):
     assert res.layout == "usgen_project" and res.schema.name == "busi"
     assert [(d.uid, d.name, d.klass) for d in res.documents] == [(doc.uid, "mine", "benign")]
     assert res.documents[0].labels == doc.labels
+
+
+def test_folder_of_extensionless_dicom_files(tmp_path):
+    from tests.unit.test_io_readers import _write_dicom
+
+    img, _ = lesion_pair(30, 40)
+    for name in ("IM0001", "IM0002"):
+        _write_dicom(tmp_path / name, img)
+    (tmp_path / "README").write_text("not an image")
+    res = open_dataset(tmp_path)
+    assert res.layout == "images_only" and [d.name for d in res.documents] == ["IM0001", "IM0002"]
+    assert res.documents[0].image.pixel_spacing == pytest.approx((0.2, 0.3))

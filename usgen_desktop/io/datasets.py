@@ -218,13 +218,15 @@ def _class_of_folder(folder: Path) -> str | None:
 
 def _split_mask_name(path: Path) -> tuple[str, str] | None:
     """(image stem, kind) when the file name says it is a mask, else None."""
-    stem = path.name[: -len(suffix_of(path))] if suffix_of(path) else path.stem
+    stem = _stem(path)
     m = _MASK_RE.match(stem)
     return (m.group("stem"), m.group("kind").lower()) if m else None
 
 
 def _stem(path: Path) -> str:
-    return path.name[: -len(suffix_of(path))]
+    """The name without its format suffix (``a.nii.gz`` -> ``a``; ``IM0001`` stays whole)."""
+    suffix = suffix_of(path)
+    return path.name[: -len(suffix)] if suffix else path.name
 
 
 def _scan_flat(folder: Path, klass: str | None) -> tuple[list[_Item], list[str], str]:

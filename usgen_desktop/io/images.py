@@ -48,7 +48,13 @@ def suffix_of(path: Path) -> str:
 def is_image_file(path: Path) -> bool:
     """True for files whose name says they are an image USGen reads (hidden files excluded)."""
     p = Path(path)
-    return p.is_file() and not p.name.startswith(".") and suffix_of(p) in IMAGE_SUFFIXES
+    if p.name.startswith(".") or not p.is_file():
+        return False
+    suffix = suffix_of(p)
+    if suffix in IMAGE_SUFFIXES:
+        return True
+    # Scanners and PACS exports often write DICOM files without an extension (IM0001).
+    return suffix == "" and _looks_like_dicom(p)
 
 
 def _looks_like_dicom(path: Path) -> bool:
