@@ -309,3 +309,25 @@ def test_nothing_open_is_one_sentence(qtbot, fake_backend):
     panel = generate.install(window)
     assert panel.generate() is None
     assert window.errors == ["Open or paint a label map first; there is nothing to generate from."]
+
+
+def test_closing_the_window_mid_generation_is_clean(qtbot, fake_backend):
+    """Quit while generating: the task is cancelled, the thread ends, nothing calls into
+    destroyed widgets (pytest-qt fails the test on any exception raised in a slot)."""
+    from usgen_desktop.gui.panels import generate
+    from usgen_desktop.gui.worker import shutdown_all
+
+    fake_backend["delay"] = 0.01
+    window = make_window([lesion_doc()])
+    panel = generate.install(window)
+    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
+    panel.model_dir.setText("")
+    panel.count.setValue(100)
+    handle = panel.generate()
+    qtbot.waitUntil(lambda: len(panel.gallery.items) >= 1, timeout=10_000)
+    window.close()
+    window.deleteLater()
+    qtbot.wait(10)
+    assert shutdown_all(5000)
+    assert handle.thread.isFinished()
+    qtbot.wait(100)  # deliver whatever the worker queued before it stopped

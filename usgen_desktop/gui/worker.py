@@ -441,11 +441,19 @@ class TaskProgressWidget(QWidget):
         self.eta_label.setText("")
         self.cancel_button.setEnabled(True)
         self.cancel_button.setText("Cancel")
+        # bound methods, not lambdas: Qt drops them by itself if this widget is destroyed
+        # while the task still runs (a closed window), instead of calling into a dead widget
         handle.progress.connect(self._on_progress)
-        handle.finished.connect(lambda _v: self._end("Done."))
-        handle.cancelled.connect(lambda _v: self._end("Cancelled; finished results were kept."))
-        handle.failed.connect(lambda s: self._end(s))
+        handle.finished.connect(self._on_finished)
+        handle.cancelled.connect(self._on_cancelled)
+        handle.failed.connect(self._end)
         self.setVisible(True)
+
+    def _on_finished(self, _value: object) -> None:
+        self._end("Done.")
+
+    def _on_cancelled(self, _value: object) -> None:
+        self._end("Cancelled; finished results were kept.")
 
     def cancel(self) -> None:
         if self._handle is not None and self._handle.running:
