@@ -230,15 +230,20 @@ def test_metaimage_missing_or_short_data(tmp_path, img8):
 
 
 # -- bad input -----------------------------------------------------------------------------
-def test_bad_files_raise_one_sentence_naming_the_file(tmp_path, img8):
+def test_bad_files_raise_one_sentence_naming_the_file(tmp_path, img8, capfd):
     (tmp_path / "junk.png").write_bytes(b"this is not an image at all")
+    ok, buf = cv2.imencode(".png", img8)
+    flipped = bytearray(buf.tobytes())
+    for i in range(60, 120):
+        flipped[i] ^= 0x5A
+    (tmp_path / "flipped.png").write_bytes(bytes(flipped))
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "notes.xyz").write_text("hello")
     ok, buf = cv2.imencode(".png", img8)
     (tmp_path / "half.png").write_bytes(buf.tobytes()[: len(buf) // 2])
     ok, buf = cv2.imencode(".jpg", img8)
     (tmp_path / "half.jpg").write_bytes(buf.tobytes()[: len(buf) // 2])
-    for name in ("junk.png", "empty.jpg", "half.png", "half.jpg"):
+    for name in ("junk.png", "empty.jpg", "half.png", "half.jpg", "flipped.png"):
         with pytest.raises(ImageReadError) as info:
             read_image(tmp_path / name)
         msg = str(info.value)
@@ -247,6 +252,7 @@ def test_bad_files_raise_one_sentence_naming_the_file(tmp_path, img8):
         read_image(tmp_path / "notes.xyz")
     with pytest.raises(ImageReadError, match="does not exist"):
         read_image(tmp_path / "missing.png")
+    assert "libpng" not in capfd.readouterr().err  # no decoder noise on the terminal
 
 
 # -- masks ---------------------------------------------------------------------------------

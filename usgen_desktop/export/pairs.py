@@ -90,6 +90,8 @@ def export_pairs(
     pairs = [d for d in docs if d.image is not None]
     skipped = [f"'{d.name}' has no image yet, so it has no pair to export." for d in docs
                if d.image is None]
+    if not docs:
+        raise ExportError("There are no documents to export.")
     if not pairs:
         raise ExportError(
             f"None of the {len(docs)} selected documents has both an image and a label map; "

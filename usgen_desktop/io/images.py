@@ -188,11 +188,35 @@ def _check_complete(path: Path, data: np.ndarray) -> None:
     """Catch truncated PNG/JPEG files, which decoders would otherwise show half grey."""
     head = data[:8].tobytes()
     tail = data[-64:].tobytes()
-    if head.startswith(b"\x89PNG") and b"IEND" not in tail:
-        raise ImageReadError(f"'{path.name}' is truncated (the PNG file ends early).")
+    if head.startswith(b"\x89PNG"):
+        if b"IEND" not in tail:
+            raise ImageReadError(f"'{path.name}' is truncated (the PNG file ends early).")
+        if not _png_checksums_ok(data.tobytes()):
+            # Caught here because libpng would print its own error to the terminal first.
+            raise ImageReadError(f"'{path.name}' is corrupt (its PNG checksums do not match).")
     if head.startswith(b"\xff\xd8"):
         if b"\xff\xd9" not in tail:
             raise ImageReadError(f"'{path.name}' is truncated (the JPEG file ends early).")
+
+
+def _png_checksums_ok(blob: bytes) -> bool:
+    """Walk the PNG chunks and verify each CRC (fast: zlib.crc32 runs at GB/s)."""
+    import struct
+    import zlib
+
+    pos, end = 8, len(blob)
+    while pos + 12 <= end:
+        (length,) = struct.unpack(">I", blob[pos : pos + 4])
+        stop = pos + 8 + length
+        if stop + 4 > end:
+            return False
+        (crc,) = struct.unpack(">I", blob[stop : stop + 4])
+        if zlib.crc32(blob[pos + 4 : stop]) != crc:
+            return False
+        if blob[pos + 4 : pos + 8] == b"IEND":
+            return True
+        pos = stop + 4
+    return False
 
 
 def _read_with_pillow(path: Path) -> np.ndarray:
