@@ -161,7 +161,15 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=20, help="steps of the stand-in backend")
     ap.add_argument("--backend", default="auto", help="speckle | fake | auto")
+    ap.add_argument("--gil-switch-ms", type=float, default=None,
+                    help="force the interpreter's GIL switch interval (the worker lowers it to "
+                         "1 ms; pass 5 to measure Python's default)")
     args = ap.parse_args()
+    if args.gil_switch_ms is not None:
+        from usgen_desktop.gui import worker
+
+        worker.GIL_SWITCH_INTERVAL_S = args.gil_switch_ms / 1000.0
+        sys.setswitchinterval(args.gil_switch_ms / 1000.0)
 
     from PySide6.QtWidgets import QApplication
 
@@ -241,7 +249,8 @@ def main() -> int:
               f"blocking {rows['blocking'][-1][0]:.1f} ms", flush=True)
 
     print(f"\nbackend {backend}, {args.count} images of {args.size}x{args.size} per run, "
-          f"{args.runs} runs, timer {TICK_MS} ms")
+          f"{args.runs} runs, timer {TICK_MS} ms, GIL switch interval "
+          f"{sys.getswitchinterval() * 1000:.0f} ms")
     print(f"{'condition':<10} {'median worst stall':>19} {'worst of runs':>14} "
           f"{'median p99 gap':>15} {'median run s':>13}")
     ref = statistics.median(x[0] for x in rows["idle"])
