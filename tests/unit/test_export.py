@@ -249,3 +249,27 @@ def test_nnunet_declares_only_labels_the_maps_use(tmp_path):
     assert meta["labels"] == {"background": 0, "fetal head": 1}
     export_pairs(docs, tmp_path / "f", "folder")  # the folder format keeps the whole schema
     assert read_itksnap_labels(tmp_path / "f" / "labels.txt").by_id(2).name == "sector"
+
+
+def test_disk_full_midway_is_one_sentence_and_keeps_finished_pairs(tmp_path, monkeypatch):
+    import errno
+
+    import usgen_desktop.export.pairs as pairs_mod
+
+    real = pairs_mod._write_pair
+    calls = {"n": 0}
+
+    def flaky(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pairs_mod, "_write_pair", flaky)
+    docs = _docs(4)
+    with pytest.raises(ExportError, match="disk .* is full"):
+        export_pairs(docs, tmp_path / "o", "folder")
+    assert len(_manifest(tmp_path / "o")) == 2
+    monkeypatch.setattr(pairs_mod, "_write_pair", real)
+    rep = export_pairs(docs, tmp_path / "o", "folder")  # space freed: resume
+    assert (rep.resumed, rep.count) == (2, 4)
