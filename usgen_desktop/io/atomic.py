@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,12 @@ _TMP_MARK = ".usgen-tmp"
 
 
 def temp_name(path: Path) -> Path:
-    """A hidden sibling of ``path`` that no reader mistakes for a finished file."""
-    return path.with_name(f".{path.name}.{os.getpid()}{_TMP_MARK}")
+    """A hidden sibling of ``path`` that no reader mistakes for a finished file.
+
+    Process and thread ids keep two writers of the same file (an autosave and a save) from
+    renaming each other's half-written data.
+    """
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}{_TMP_MARK}")
 
 
 def is_temp_name(path: Path) -> bool:
