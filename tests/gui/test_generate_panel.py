@@ -331,3 +331,36 @@ def test_closing_the_window_mid_generation_is_clean(qtbot, fake_backend):
     assert shutdown_all(5000)
     assert handle.thread.isFinished()
     qtbot.wait(100)  # deliver whatever the worker queued before it stopped
+
+
+def test_settings_are_remembered(qtbot, fake_backend, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from usgen_desktop.gui.panels import generate
+
+    model = tmp_path / "my-sdm"
+    model.mkdir()
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    window = make_window([lesion_doc()])
+    window.settings = settings
+    qtbot.addWidget(window)
+    panel = generate.install(window)
+    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
+    panel.model_dir.setText(str(model))
+    panel.count.setValue(2)
+    panel.steps.setValue(7)
+    panel.generate()
+    qtbot.waitUntil(lambda: not panel.running, timeout=10_000)
+
+    again = make_window([lesion_doc()])
+    again.settings = settings
+    qtbot.addWidget(again)
+    panel2 = generate.install(again)
+    assert panel2.backend_name == "sdm"
+    assert panel2.model_dir.text() == str(model)
+    assert panel2.count.value() == 2 and panel2.steps.value() == 7
+    # switching away and back keeps each backend's own folder
+    panel2.backend.setCurrentIndex(panel2.backend.findData("speckle"))
+    assert not panel2.model_dir.isEnabled()
+    panel2.backend.setCurrentIndex(panel2.backend.findData("sdm"))
+    assert panel2.model_dir.text() == str(model)

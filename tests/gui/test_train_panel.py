@@ -220,3 +220,29 @@ def test_cancelled_raise_is_reported_as_cancel(qtbot, monkeypatch, tmp_path):
         pass
     qtbot.waitUntil(lambda: panel.train_button.isEnabled(), timeout=5000)
     assert not window.errors
+
+
+def test_train_settings_are_remembered(qtbot, fake_trainer, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from usgen_desktop.gui.panels import train
+
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    window = make_window()
+    window.settings = settings
+    qtbot.addWidget(window)
+    panel = train.install(window)
+    panel.out_dir.setText(str(tmp_path / "model"))
+    panel.size.setCurrentIndex(panel.size.findData(64))
+    panel.steps.setValue(5)
+    panel.batch.setValue(3)
+    handle = panel.train()
+    with qtbot.waitSignal(handle.finished, timeout=10_000):
+        pass
+    again = make_window()
+    again.settings = settings
+    qtbot.addWidget(again)
+    panel2 = train.install(again)
+    assert panel2.out_dir.text() == str(tmp_path / "model")
+    assert panel2.size.currentData() == 64
+    assert panel2.steps.value() == 5 and panel2.batch.value() == 3

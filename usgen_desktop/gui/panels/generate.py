@@ -208,6 +208,7 @@ class GeneratePanel(QWidget):
         sig = getattr(window, "currentDocumentChanged", None)
         if sig is not None:
             sig.connect(lambda _doc: self.refresh_classes())
+        self._restore_settings()
         self._backend_changed()
         self.refresh_classes()
 
@@ -228,7 +229,7 @@ class GeneratePanel(QWidget):
     def _backend_changed(self, *_: Any) -> None:
         name = self.backend_name
         prev = getattr(self, "_shown_backend", None)
-        if prev is not None:
+        if prev is not None and prev != name:
             self._model_dirs[prev] = self.model_dir.text()
         self._shown_backend = name
         needs_model = name != "speckle"
@@ -347,11 +348,15 @@ class GeneratePanel(QWidget):
             self._show_error(str(exc))
             return None
         self._regen_item = None
+        self._save_settings()
         return self._start(request, docs)
 
     def regenerate(self, item: GalleryItem) -> TaskHandle | None:
         """Generate one gallery item again with a new seed, replacing it in place."""
-        if self.running or item.source is None:
+        if item.source is None:
+            return None
+        if self.running:
+            self._status("A generation is running; try a new seed when it has finished.")
             return None
         prov = item.result.provenance
         src = item.source
@@ -454,6 +459,46 @@ class GeneratePanel(QWidget):
         if callable(add):
             add([doc], select=False)
 
+    # -- settings (the window's QSettings, when it has one) -------------------------------
+    def _settings(self) -> Any:
+        return getattr(self.window_, "settings", None)
+
+    def _restore_settings(self) -> None:
+        s = self._settings()
+        if s is None:
+            return
+        for name in BACKEND_LABELS:
+            folder = str(s.value(f"generate/model_dir/{name}", "") or "")
+            if folder:
+                self._model_dirs[name] = folder
+        i = self.backend.findData(str(s.value("generate/backend", "speckle")))
+        if i >= 0:
+            self.backend.setCurrentIndex(i)
+        for key, box, cast in (("count", self.count, int), ("steps", self.steps, int),
+                               ("guidance", self.guidance, float),
+                               ("strength", self.strength, float)):
+            value = s.value(f"generate/{key}")
+            if value is not None:
+                try:
+                    box.setValue(cast(value))
+                except (TypeError, ValueError):
+                    pass  # a hand-edited settings file must not stop the panel
+        dev = self.device.findText(str(s.value("generate/device", "auto")))
+        if dev >= 0:
+            self.device.setCurrentIndex(dev)
+
+    def _save_settings(self) -> None:
+        s = self._settings()
+        if s is None:
+            return
+        s.setValue("generate/backend", self.backend_name)
+        s.setValue(f"generate/model_dir/{self.backend_name}", self.model_dir.text().strip())
+        s.setValue("generate/count", self.count.value())
+        s.setValue("generate/steps", self.steps.value())
+        s.setValue("generate/guidance", self.guidance.value())
+        s.setValue("generate/strength", self.strength.value())
+        s.setValue("generate/device", self.device.currentText())
+
     # -- talking to the user --------------------------------------------------------------
     def _show_error(self, sentence: str) -> None:
         show = getattr(self.window_, "show_error", None)
@@ -461,6 +506,11 @@ class GeneratePanel(QWidget):
             show(sentence)
         else:
             QMessageBox.warning(self.window_, "Generate", sentence)
+
+    def _status(self, text: str) -> None:
+        bar = getattr(self.window_, "statusBar", None)
+        if callable(bar):
+            bar().showMessage(text, 5000)
 
     def _ask_user(self, question: str) -> bool:
         answer = QMessageBox.question(self.window_, "Generate", question)

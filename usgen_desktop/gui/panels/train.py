@@ -222,6 +222,7 @@ class TrainPanel(QWidget):
             combo.setSizeAdjustPolicy(
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
+        self._restore_settings()
         self._source_changed()
 
     # -- form -----------------------------------------------------------------------------
@@ -289,6 +290,7 @@ class TrainPanel(QWidget):
         except UsgenError as exc:
             self._show_error(str(exc))
             return None
+        self._save_settings()
         if not job.resume:
             self.plot.clear()
         self.samples.set_image(None, "sample images appear here")
@@ -346,6 +348,41 @@ class TrainPanel(QWidget):
         if dock is not None:
             dock.show()
             dock.raise_()
+
+    # -- settings (the window's QSettings, when it has one) -------------------------------
+    _SPINS = ("steps", "batch", "sample_every")
+
+    def _restore_settings(self) -> None:
+        s = getattr(self.window_, "settings", None)
+        if s is None:
+            return
+        self.dataset.setText(str(s.value("train/dataset", "") or ""))
+        self.out_dir.setText(str(s.value("train/out_dir", "") or ""))
+        for combo, key in ((self.source, "train/source"), (self.size, "train/size")):
+            value = s.value(key)
+            i = combo.findData(int(value) if key == "train/size" and value else value)
+            if i >= 0:
+                combo.setCurrentIndex(i)
+        for name in self._SPINS:
+            value = s.value(f"train/{name}")
+            try:
+                if value is not None:
+                    getattr(self, name).setValue(int(value))
+            except (TypeError, ValueError):
+                pass  # a hand-edited settings file must not stop the panel
+        if self.out_dir.text():
+            self._check_out_dir()
+
+    def _save_settings(self) -> None:
+        s = getattr(self.window_, "settings", None)
+        if s is None:
+            return
+        s.setValue("train/dataset", self.dataset.text().strip())
+        s.setValue("train/out_dir", self.out_dir.text().strip())
+        s.setValue("train/source", self.source.currentData())
+        s.setValue("train/size", self.size.currentData())
+        for name in self._SPINS:
+            s.setValue(f"train/{name}", getattr(self, name).value())
 
     def _show_error(self, sentence: str) -> None:
         show = getattr(self.window_, "show_error", None)
