@@ -264,3 +264,17 @@ def test_folder_of_extensionless_dicom_files(tmp_path):
     res = open_dataset(tmp_path)
     assert res.layout == "images_only" and [d.name for d in res.documents] == ["IM0001", "IM0002"]
     assert res.documents[0].image.pixel_spacing == pytest.approx((0.2, 0.3))
+
+
+def test_itksnap_label_file_in_the_root_names_the_labels(tmp_path):
+    from usgen_desktop.core.labels import load_preset
+    from usgen_desktop.io import write_itksnap_labels
+
+    img, _ = lesion_pair(30, 40)
+    lab = np.zeros((30, 40), np.uint8)
+    lab[:10], lab[10:20] = 1, 3
+    _save(tmp_path / "images" / "a.png", img)
+    _save(tmp_path / "masks" / "a.png", lab)
+    write_itksnap_labels(load_preset("echo"), tmp_path / "labels.txt")
+    res = open_dataset(tmp_path)
+    assert res.schema.by_id(1).name == "LV cavity" and res.schema.by_id(3).name == "myocardium"

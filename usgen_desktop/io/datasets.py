@@ -391,13 +391,18 @@ def _apply_csv(plan: _Plan, root: Path) -> None:
 
 
 def _apply_usgen_export(plan: _Plan, root: Path) -> None:
-    """A folder USGen exported: its schema file and manifest give back names, classes, tags."""
+    """A folder USGen exported: its schema file and manifest give back names, classes, tags.
+
+    Without USGen's schema file, an ITK-SNAP label description in the root names the labels.
+    """
     schema_file = root / "usgen_schema.json"
     if plan.schema is None and schema_file.is_file():
         try:
             plan.schema = LabelSchema.load(schema_file)
         except UsgenError:
             plan.problems.append("The file 'usgen_schema.json' is damaged; it was ignored.")
+    if plan.schema is None:
+        plan.schema = _itksnap_schema_in(root, plan.problems)
     path = root / "manifest.jsonl"
     if not path.is_file():
         return
@@ -424,6 +429,24 @@ def _apply_usgen_export(plan: _Plan, root: Path) -> None:
         item.name = str(rec.get("name") or item.name)
         if isinstance(rec.get("provenance"), dict):
             item.provenance.update(rec["provenance"])
+
+
+def _itksnap_schema_in(root: Path, problems: list[str]) -> LabelSchema | None:
+    from usgen_desktop.io.masks import read_itksnap_labels
+
+    for txt in sorted(root.glob("*.txt")):
+        try:
+            with open(txt, encoding="utf-8", errors="replace") as fh:
+                head = fh.read(400)
+        except OSError:
+            continue
+        if "label description" not in head.lower():
+            continue
+        try:
+            return read_itksnap_labels(txt)
+        except UsgenError as exc:
+            problems.append(f"{str(exc).rstrip('.')}; the label names were not used.")
+    return None
 
 
 def _guess_preset(plan: _Plan) -> LabelSchema | None:
