@@ -258,3 +258,18 @@ def test_items_stream_before_finished(qtbot):
     with qtbot.waitSignal(handle.finished, timeout=5000):
         pass
     assert events == [0, 10, 20, ("finished", 3)]
+
+
+def test_unknown_total_is_throttled_too(qtbot):
+    from usgen_desktop.gui.worker import run_task
+
+    def busy(*, progress, cancel):
+        for i in range(3000):
+            progress(Progress(i, 0, "scanning"))  # total unknown
+        return None
+
+    reports: list[Progress] = []
+    handle = run_task(None, busy, on_progress=reports.append)
+    with qtbot.waitSignal(handle.finished, timeout=5000):
+        pass
+    assert 1 <= len(reports) < 300

@@ -165,7 +165,8 @@ class TaskWorker(QObject):
             p = Progress(p.done, p.total, p.message)  # don't ship big arrays twice
         self._pending = p
         # the first and the final report always go out, the rest at most every interval
-        if now - self._last_progress_t >= self._progress_interval or p.done >= p.total:
+        last = p.total > 0 and p.done >= p.total
+        if last or now - self._last_progress_t >= self._progress_interval:
             self._flush()
             self._last_progress_t = now
 
