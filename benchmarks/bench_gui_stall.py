@@ -171,6 +171,7 @@ def main() -> int:
         worker.GIL_SWITCH_INTERVAL_S = args.gil_switch_ms / 1000.0
         sys.setswitchinterval(args.gil_switch_ms / 1000.0)
 
+    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
@@ -236,10 +237,13 @@ def main() -> int:
         request = panel.build_request([docs[0]], seed=r)
         meter.start()
         t0 = time.perf_counter()
-        QTimerSingle = __import__("PySide6.QtCore", fromlist=["QTimer"]).QTimer
-        done = []
-        QTimerSingle.singleShot(20, lambda: done.append(run_request(request)))
-        wait_until(lambda: bool(done))
+        done: list = []
+
+        def block(req=request, out=done) -> None:
+            out.append(run_request(req))
+
+        QTimer.singleShot(20, block)
+        wait_until(lambda out=done: bool(out))
         app.processEvents()
         meter.stop()
         rows["blocking"].append((meter.worst_stall_ms, meter.p99_gap_ms,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+# the fake backend fixture is shared with the panel tests
+from tests.gui.test_generate_panel import fake_backend  # noqa: F401
+
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def main_window(qtbot, tmp_path, fake_backend):
+def main_window(qtbot, tmp_path, fake_backend):  # noqa: F811
     from usgen_desktop.core.labels import load_preset
     from usgen_desktop.io.project import Project
 
@@ -27,10 +30,6 @@ def main_window(qtbot, tmp_path, fake_backend):
     qtbot.addWidget(window)
     window.show()
     return window
-
-
-# the fake backend fixture is shared with the panel tests
-from tests.gui.test_generate_panel import fake_backend  # noqa: E402,F401
 
 
 def test_docks_installed_and_accept_adds_to_project(qtbot, main_window):
