@@ -279,6 +279,15 @@ def test_busi_style_mask_modes(tmp_path):
         assert np.array_equal(read_mask(tmp_path / name).data, m.astype(np.uint8)), name
 
 
+def test_palette_png_keeps_its_indices_as_ids(tmp_path):
+    idx = np.zeros((20, 30), np.uint8)
+    idx[2:8], idx[10:15] = 1, 2
+    im = Image.fromarray(idx, "P")
+    im.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * 759)  # VOC-like colours
+    im.save(tmp_path / "voc.png")
+    assert np.array_equal(read_mask(tmp_path / "voc.png").data, idx)
+
+
 def test_lossy_binary_mask_is_thresholded(tmp_path):
     m = np.zeros((64, 64), np.uint8)
     cv2.circle(m, (32, 32), 15, 255, -1)

@@ -68,14 +68,39 @@ def read_mask(path: Path, shape: tuple[int, int] | None = None, frame: int | Non
               ) -> LabelMap:
     """A label map from a mask file; ``shape`` (height, width) is checked when given."""
     path = Path(path)
-    raw = read_array(path, frame)
-    labels = LabelMap(mask_to_ids(raw.pixels, f"The mask '{path.name}'"))
+    indices = _palette_indices(path)
+    pixels = indices if indices is not None else read_array(path, frame).pixels
+    labels = LabelMap(mask_to_ids(pixels, f"The mask '{path.name}'"))
     if shape is not None and labels.shape != tuple(shape):
         raise MaskMismatchError(
             f"The mask '{path.name}' is {labels.shape[1]}x{labels.shape[0]} pixels but its image "
             f"is {shape[1]}x{shape[0]}."
         )
     return labels
+
+
+def _palette_indices(path: Path) -> np.ndarray | None:
+    """The indices of a palette PNG (labelme, PASCAL VOC style label maps), else None.
+
+    Decoders expand a palette to colours; for a label map the index is the label id.
+    """
+    if path.suffix.lower() != ".png":
+        return None
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(26)
+    except OSError:
+        return None
+    # IHDR colour type (byte 25) 3 = indexed colour.
+    if len(head) < 26 or not head.startswith(b"\x89PNG") or head[25] != 3:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im) if im.mode == "P" else None
+    except (OSError, ValueError, SyntaxError):
+        return None  # the normal reader gives the one-sentence error
 
 
 def read_masks_or(paths: Sequence[Path], shape: tuple[int, int] | None = None,
