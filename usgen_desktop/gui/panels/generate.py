@@ -11,6 +11,7 @@ fallback (the CPU, or the speckle simulator).
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,10 @@ def default_model_dir(backend: str) -> str:
 
 
 def available_devices() -> list[str]:
-    """Devices to offer; asks ``synthesis.devices`` when it is there (it may import torch,
-    so only when the panel is built, never at module import)."""
+    """Devices to offer. Asks ``synthesis.devices`` only once torch is loaded (after a first
+    diffusion run): importing torch on the GUI thread would freeze the window for seconds."""
+    if "torch" not in sys.modules:
+        return list(DEVICES)
     try:
         from usgen_desktop.synthesis import devices  # type: ignore[attr-defined]
     except ImportError:
@@ -453,6 +456,20 @@ class GeneratePanel(QWidget):
     def _on_ended(self) -> None:
         self.generate_button.setEnabled(True)
         self.shortcut_cancel.setEnabled(False)
+        self.refresh_devices()
+
+    def refresh_devices(self) -> None:
+        """Offer the devices this machine has (known once torch has been loaded)."""
+        found = available_devices()
+        current = [self.device.itemText(i) for i in range(self.device.count())]
+        if found == current:
+            return
+        keep = self.device.currentText()
+        self.device.blockSignals(True)
+        self.device.clear()
+        self.device.addItems(found)
+        self.device.setCurrentIndex(max(0, self.device.findText(keep)))
+        self.device.blockSignals(False)
 
     def _add_accepted(self, doc: Document) -> None:
         add = getattr(self.window_, "add_documents", None)
