@@ -364,3 +364,21 @@ def test_settings_are_remembered(qtbot, fake_backend, tmp_path):
     assert not panel2.model_dir.isEnabled()
     panel2.backend.setCurrentIndex(panel2.backend.findData("sdm"))
     assert panel2.model_dir.text() == str(model)
+
+
+def test_gallery_keys_accept_and_reject(qtbot, setup):
+    from PySide6.QtCore import Qt
+
+    window, panel, docs, _ = setup
+    panel.count.setValue(2)
+    panel.generate()
+    wait_done(qtbot, panel)
+    first, second = sorted(panel.gallery.items.values(), key=lambda i: i.result.index)
+    n = len(window.project.documents)
+    panel.gallery.select(first)
+    panel.gallery.list.setFocus()
+    qtbot.keyClick(panel.gallery.list, Qt.Key.Key_A)
+    assert first.status == "accepted" and len(window.project.documents) == n + 1
+    panel.gallery.select(second)
+    qtbot.keyClick(panel.gallery.list, Qt.Key.Key_R)
+    assert list(panel.gallery.items.values()) == [first]
