@@ -288,6 +288,23 @@ def test_palette_png_keeps_its_indices_as_ids(tmp_path):
     assert np.array_equal(read_mask(tmp_path / "voc.png").data, idx)
 
 
+def test_colour_coded_masks(tmp_path):
+    schema = load_preset("echo")  # LV cavity, sector, myocardium, left atrium by colour
+    ids = np.zeros((20, 30), np.uint8)
+    ids[2:6], ids[8:12], ids[14:18, :10] = 1, 3, 4
+    lut = np.zeros((256, 3), np.uint8)
+    for lab in schema.labels:
+        lut[lab.id] = lab.color
+    Image.fromarray(lut[ids]).save(tmp_path / "coded.png")
+    assert np.array_equal(read_mask(tmp_path / "coded.png", schema=schema).data, ids)
+    unknown = read_mask(tmp_path / "coded.png").data  # no schema: ids by colour order
+    assert len(np.unique(unknown)) == 4 and np.array_equal(unknown == 0, ids == 0)
+    red = np.zeros((20, 30, 3), np.uint8)
+    red[5:10, 5:10] = (255, 0, 0)  # a binary mask drawn in red
+    Image.fromarray(red).save(tmp_path / "red.png")
+    assert read_mask(tmp_path / "red.png", schema=load_preset("busi")).ids() == [0, 1]
+
+
 def test_lossy_binary_mask_is_thresholded(tmp_path):
     m = np.zeros((64, 64), np.uint8)
     cv2.circle(m, (32, 32), 15, 255, -1)

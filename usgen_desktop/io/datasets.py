@@ -488,7 +488,7 @@ def _load(plan: _Plan, progress: ProgressFn, cancel: CancelToken | None
         if cancel is not None and cancel.cancelled:
             return ""
         try:
-            return _load_item(item)
+            return _load_item(item, plan.schema)
         except MaskMismatchError as exc:
             return f"{str(exc).rstrip('.')}; the pair was skipped."
         except UsgenError as exc:
@@ -513,7 +513,7 @@ def _load(plan: _Plan, progress: ProgressFn, cancel: CancelToken | None
     return docs, problems
 
 
-def _load_item(item: _Item) -> Document:
+def _load_item(item: _Item, schema: LabelSchema | None = None) -> Document:
     assert item.image is not None
     image = read_image(item.image)
     if image.pixel_spacing is None and "_pixel_mm" in item.provenance:
@@ -528,7 +528,7 @@ def _load_item(item: _Item) -> Document:
     elif len(item.masks) > 1 and item.binary:
         labels = read_masks_or(item.masks, shape)
     else:
-        labels = read_mask(item.masks[0], shape)
+        labels = read_mask(item.masks[0], shape, schema=schema)
     if item.masks:
         image.meta["mask_files"] = [str(p) for p in item.masks]
     provenance = {k: v for k, v in item.provenance.items() if not k.startswith("_")}

@@ -17,12 +17,22 @@ from usgen_desktop.errors import ImageReadError, MaskMismatchError, UsgenError
 from usgen_desktop.io.images import read_array
 
 
-def mask_to_ids(arr: np.ndarray, name: str = "the mask") -> np.ndarray:
-    """uint8 label ids from a stored mask array (any channels, 8/16-bit, bool)."""
+def mask_to_ids(arr: np.ndarray, name: str = "the mask",
+                schema: LabelSchema | None = None) -> np.ndarray:
+    """uint8 label ids from a stored mask array (any channels, 8/16-bit, bool).
+
+    A colour-coded mask (channels differ) maps each colour to the schema label of that colour;
+    colours the schema lacks get the next free ids in a fixed (sorted) order.
+    """
     a = np.asarray(arr)
     if a.ndim == 3:
         c = a.shape[2]
         color = a[..., : min(c, 3)]
+        if c >= 3 and a.dtype == np.uint8 and not (
+            np.array_equal(color[..., 0], color[..., 1])
+            and np.array_equal(color[..., 1], color[..., 2])
+        ):
+            return _colours_to_ids(color, name, schema)
         gray = color.max(axis=2)
         if c in (2, 4) and not gray.any():
             gray = a[..., -1]  # a mask drawn only into the alpha channel
@@ -64,13 +74,50 @@ def mask_to_ids(arr: np.ndarray, name: str = "the mask") -> np.ndarray:
     return a
 
 
-def read_mask(path: Path, shape: tuple[int, int] | None = None, frame: int | None = None
-              ) -> LabelMap:
-    """A label map from a mask file; ``shape`` (height, width) is checked when given."""
+def _colours_to_ids(rgb: np.ndarray, name: str, schema: LabelSchema | None) -> np.ndarray:
+    code = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) \
+        | rgb[..., 2].astype(np.uint32)
+    colours, inverse = np.unique(code.ravel(), return_inverse=True)
+    if len(colours) > 256:
+        raise MaskMismatchError(
+            f"{name} holds {len(colours)} colours; a colour-coded mask can have at most 256."
+        )
+    by_colour = {}
+    if schema is not None:
+        for lab in schema.labels:
+            r, g, b = lab.color
+            by_colour.setdefault((r << 16) | (g << 8) | b, lab.id)
+    by_colour.setdefault(0, 0)  # black is background
+    unknown = [c for c in colours.tolist() if c not in by_colour]
+    if len(unknown) == 1 and len(colours) - (0 in colours) == 1:
+        # One colour on black is a binary mask drawn in colour (e.g. red): label 1.
+        by_colour[unknown[0]] = 1
+    taken = set(by_colour.values())
+    lut = np.zeros(len(colours), np.uint8)
+    next_id = 1
+    for k, colour in enumerate(colours.tolist()):
+        if colour in by_colour:
+            lut[k] = by_colour[colour]
+            continue
+        while next_id in taken:
+            next_id += 1
+        if next_id > 255:
+            raise MaskMismatchError(f"{name} holds more colours than there are label ids.")
+        lut[k] = next_id
+        taken.add(next_id)
+    return lut[inverse].reshape(code.shape)
+
+
+def read_mask(path: Path, shape: tuple[int, int] | None = None, frame: int | None = None,
+              schema: LabelSchema | None = None) -> LabelMap:
+    """A label map from a mask file; ``shape`` (height, width) is checked when given.
+
+    ``schema`` lets a colour-coded mask map its colours to the right label ids.
+    """
     path = Path(path)
     indices = _palette_indices(path)
     pixels = indices if indices is not None else read_array(path, frame).pixels
-    labels = LabelMap(mask_to_ids(pixels, f"The mask '{path.name}'"))
+    labels = LabelMap(mask_to_ids(pixels, f"The mask '{path.name}'", schema))
     if shape is not None and labels.shape != tuple(shape):
         raise MaskMismatchError(
             f"The mask '{path.name}' is {labels.shape[1]}x{labels.shape[0]} pixels but its image "
