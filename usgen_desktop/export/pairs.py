@@ -101,9 +101,12 @@ def export_pairs(
     target = dataset_folder(Path(out_dir), fmt, dataset_name, dataset_id)
 
     # One pass over each label map: the ids it uses (for the mapping and the manifest).
-    present = {d.uid: [int(i) for i in np.flatnonzero(np.bincount(d.labels.data.ravel(),
-                                                                   minlength=256))]
-               for d in pairs}
+    present: dict[str, list[int]] = {}
+    for k, d in enumerate(pairs):
+        if cancel is not None and k % 64 == 0:
+            cancel.raise_if_cancelled()
+        counts = np.bincount(d.labels.data.ravel(), minlength=256)
+        present[d.uid] = [int(i) for i in np.flatnonzero(counts)]
     used = {i for ids in present.values() for i in ids}
     mapping = LabelMapping.build(schema, used, consecutive=layout.remap)
     mapping_key = {str(k): v for k, v in mapping.to_export.items()}
