@@ -98,13 +98,15 @@ class MainWindow(ProjectMixin, QMainWindow):
         self.autosaver = Autosaver(lambda: self.project, parent=self)
         self.autosaver.saved.connect(self._on_autosaved)
         self.autosaver.failed.connect(self.show_error)
+        self.panel_errors: list[str] = []
+        if load_panels:
+            # Before the project: panels then see the first currentDocumentChanged, and the
+            # saved dock layout below can place their docks too.
+            self.load_panels()
         self._restore_settings()
         if project is not None:
             self.set_project(project)
         self.autosaver.start()
-        self.panel_errors: list[str] = []
-        if load_panels:
-            self.load_panels()
 
     # -- building ------------------------------------------------------------------------
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
