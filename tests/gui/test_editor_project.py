@@ -290,3 +290,15 @@ def test_autosave_failure_is_reported_once(qtbot, tmp_path, monkeypatch):
     drag(qtbot, win, [(20.0, 70.0), (60.0, 70.0)])
     assert win.autosaver.tick() == 0
     assert errors == ["Could not autosave into '/x' (disk full)."], "one dialog, not one per tick"
+
+
+def test_selftest_flag_runs_the_selftest_without_a_window(monkeypatch):
+    import sys
+    import types
+
+    from usgen_desktop.gui import app
+
+    fake = types.ModuleType("usgen_desktop.selftest")
+    fake.run_selftest = lambda: 3
+    monkeypatch.setitem(sys.modules, "usgen_desktop.selftest", fake)
+    assert app.main(["--selftest"]) == 3

@@ -181,8 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args, qt_args = build_parser().parse_known_args(argv)
     if args.selftest:
-        from usgen_desktop.selftest import run_selftest  # lazily: it may load torch
-
+        try:
+            from usgen_desktop.selftest import run_selftest  # lazily: it may load torch
+        except ModuleNotFoundError as exc:
+            if exc.name != "usgen_desktop.selftest":
+                raise
+            print("usgen-desktop: this build has no self-test.", file=sys.stderr)
+            return 2
         return int(run_selftest())
 
     from PySide6.QtCore import QTimer
