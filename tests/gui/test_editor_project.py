@@ -302,3 +302,67 @@ def test_selftest_flag_runs_the_selftest_without_a_window(monkeypatch):
     fake.run_selftest = lambda: 3
     monkeypatch.setitem(sys.modules, "usgen_desktop.selftest", fake)
     assert app.main(["--selftest"]) == 3
+
+
+def test_bad_inputs_each_get_one_sentence(qtbot, tmp_path, monkeypatch):
+    from usgen_desktop.errors import ExportError
+    from usgen_desktop.gui.export_dialog import ExportDialog
+
+    shown: list[list[str]] = []
+    errors: list[str] = []
+    monkeypatch.setattr(project_io, "show_problems",
+                        lambda parent, title, intro, problems: shown.append(list(problems)))
+    win = open_window(qtbot, saved_project(tmp_path))
+    monkeypatch.setattr(win, "show_error", errors.append)
+    good = tmp_path / "ok.png"
+    cv2.imwrite(str(good), lesion_pair(40, 50)[0])
+    (tmp_path / "notes.xyz").write_text("hello")
+    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    docs = win.import_paths([good, tmp_path / "notes.xyz", tmp_path / "cut.png"])
+    assert [d.name for d in docs] == ["ok"], "the good file goes in, the rest is reported"
+    assert len(shown) == 1 and len(shown[0]) == 2
+    assert all("\n" not in p and "Traceback" not in p for p in shown[0])
+    assert not win.open_project(tmp_path / "nowhere")
+    assert len(errors) == 1 and "project" in errors[0]
+    # an export into a "folder" that is a file is refused with one sentence
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    dlg = ExportDialog(None, win.project)
+    qtbot.addWidget(dlg)
+    dlg.folder.setText(str(blocker))
+    dlg.format.setCurrentIndex(dlg.format.findData("folder"))
+    with pytest.raises(ExportError) as info:
+        dlg.export()
+    assert "\n" not in str(info.value)
+
+
+def test_new_project_from_the_menu(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QDialog
+
+    from usgen_desktop.core.labels import load_preset
+
+    target = tmp_path / "fresh"
+
+    class FakeDialog:
+        def __init__(self, parent, base):  # noqa: ANN001
+            pass
+
+        def exec(self):
+            return QDialog.DialogCode.Accepted
+
+        def values(self):
+            return target, load_preset("hc18"), "Fresh"
+
+    monkeypatch.setattr(project_io, "NewProjectDialog", FakeDialog)
+    win = open_window(qtbot, saved_project(tmp_path), save="save")
+    drag(qtbot, win, [(20.0, 50.0), (60.0, 50.0)])
+    win.act_new.trigger()
+    assert win.asked == ["save"], "unsaved work is offered for saving first"
+    assert win.project.folder == target and win.project.name == "Fresh"
+    assert win.label_panel.list.count() == 3 and win.current_document() is None
+    assert Project.open(tmp_path / "proj").documents[0].labels.data[50, 40] == 1
+    errors: list[str] = []
+    monkeypatch.setattr(win, "show_error", errors.append)
+    win.act_new.trigger()  # the same folder again: refused, current project kept
+    assert len(errors) == 1 and "already holds a project" in errors[0]
+    assert win.project.folder == target

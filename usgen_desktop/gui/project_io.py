@@ -201,6 +201,12 @@ class NewProjectDialog(QDialog):
         return Path(self.folder.text()), load_preset(self.preset.currentText()), self.name.text()
 
 
+def is_project_folder(folder: Path) -> bool:
+    from usgen_desktop.io.project import is_project
+
+    return is_project(folder)
+
+
 def ask_yes_no(parent: QWidget | None, title: str, text: str) -> bool:
     box = QMessageBox.question(
         parent, title, text,

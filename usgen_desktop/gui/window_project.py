@@ -78,10 +78,13 @@ class ProjectMixin:
         dlg = project_io.NewProjectDialog(self, default_projects_dir())
         if dlg.exec() != project_io.QDialog.DialogCode.Accepted:
             return
+        folder, schema, name = dlg.values()
+        if project_io.is_project_folder(folder):
+            self.show_error(f"'{folder}' already holds a project; open it instead.")
+            return
+        if not self._may_leave_project():
+            return
         try:
-            folder, schema, name = dlg.values()
-            if not self._may_leave_project():
-                return
             self.set_project(Project.create(folder, schema, name=name))
         except UsgenError as exc:
             self.show_error(str(exc))
@@ -95,13 +98,15 @@ class ProjectMixin:
             self.open_project(Path(path))
 
     def open_project(self, folder: Path) -> bool:
-        if not self._may_leave_project():
-            return False
+        """Open the project in ``folder``; the current one stays open if that fails."""
         try:
-            self.set_project(Project.open(folder))
+            project = Project.open(folder)  # read first: a broken folder costs nothing
         except UsgenError as exc:
             self.show_error(str(exc))
             return False
+        if not self._may_leave_project():
+            return False
+        self.set_project(project)
         return True
 
     def _may_leave_project(self) -> bool:
