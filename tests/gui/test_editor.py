@@ -368,3 +368,17 @@ def test_empty_project_shows_a_hint(qtbot, tmp_path):
     win.show()
     assert not win.canvas.grab().isNull()  # paints without a document
     assert not win.act_undo.isEnabled()
+
+
+def test_refresh_document_shows_an_image_that_arrived_later(qtbot, window):
+    only = Document.blank(120, 160, schema3(), name="waiting")
+    window.add_documents([only])
+    canvas = window.canvas
+    assert canvas._image is None
+    canvas.zoom_by(2.0)
+    scale = canvas.scale
+    only.image = UltrasoundImage(np.full((120, 160), 200, np.uint8))  # e.g. generated
+    window.refresh_document(only)
+    assert canvas._image is not None and canvas._image_buf[10, 10, 0] == 200
+    assert canvas.scale == pytest.approx(scale), "the view stays where the user left it"
+    assert window.image_list.model.data(window.image_list.model.index(2)).endswith("no mask")

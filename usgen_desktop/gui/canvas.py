@@ -148,6 +148,19 @@ class Canvas(QWidget):
         """Re-read the whole label map and schema (after an outside change without notice)."""
         self._on_document_changed(None)
 
+    def reload(self) -> None:
+        """Rebuild from the document, image included (e.g. it just got a generated image);
+        the view stays where it is unless the size changed."""
+        doc = self.document
+        if doc is None:
+            return
+        keep = (self.scale, QPointF(self.offset), self._fit_mode)
+        shape = self._overlay_buf.shape[:2] if self._overlay_buf is not None else None
+        self.set_document(doc)
+        if shape == doc.shape and not keep[2]:
+            self._fit_mode = False
+            self._set_view(keep[0], keep[1])
+
     def active_color(self) -> tuple[int, int, int]:
         doc = self.document
         lab = doc.schema.get(self.active_label) if doc is not None else None

@@ -2,7 +2,8 @@
 
 Public API that panels (gui/panels/*) rely on: ``project``, ``canvas``,
 ``current_document()``, ``add_documents(docs, select=True)``, ``open_document(uid)``,
-``currentDocumentChanged(object)``, ``show_error(msg)``, ``register_tool(tool)``, and the
+``currentDocumentChanged(object)``, ``show_error(msg)``, ``register_tool(tool)``,
+``refresh_document(doc)``, ``selected_documents()``, and the
 menus ``file_menu``, ``edit_menu``, ``view_menu``, ``tools_menu``, ``help_menu``.
 Project, import and export actions live in ``window_project.ProjectMixin``.
 """
@@ -339,6 +340,14 @@ class MainWindow(ProjectMixin, QMainWindow):
         self._update_actions()
         self._update_title()
         self.currentDocumentChanged.emit(doc)
+
+    def refresh_document(self, doc: Document) -> None:
+        """Redraw ``doc`` after a change made behind the window's back (a new image, a label
+        map edited without the document's notifications)."""
+        if doc is self._document:
+            self.canvas.reload()
+        self.image_list.refresh(doc.uid)
+        self._update_title()
 
     def step_document(self, step: int) -> None:
         if self.project is None or not self.project.documents:
