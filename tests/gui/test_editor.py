@@ -382,3 +382,26 @@ def test_refresh_document_shows_an_image_that_arrived_later(qtbot, window):
     assert canvas._image is not None and canvas._image_buf[10, 10, 0] == 200
     assert canvas.scale == pytest.approx(scale), "the view stays where the user left it"
     assert window.image_list.model.data(window.image_list.model.index(2)).endswith("no mask")
+
+
+def test_delete_key_removes_the_open_image_after_asking(qtbot, window):
+    asked = []
+    window.ask_remove = lambda doc: asked.append(doc.name) or True
+    shortcut(qtbot, window, Qt.Key.Key_Delete)
+    assert asked == ["a"]
+    assert [d.name for d in window.project.documents] == ["b"]
+    assert window.current_document().name == "b"
+    assert window.image_list.model.rowCount() == 1
+    assert window.isWindowModified()
+
+
+def test_switching_images_abandons_a_half_drawn_polygon(qtbot, window):
+    window.select_tool("polygon")
+    for x, y in [(30, 30), (120, 30), (120, 90)]:
+        qtbot.mouseClick(window.canvas, Qt.MouseButton.LeftButton, pos=wpos(window, x, y))
+    shortcut(qtbot, window, Qt.Key.Key_PageDown)
+    assert window.current_document().name == "b"
+    before = window.current_document().labels.data.copy()
+    shortcut(qtbot, window, Qt.Key.Key_Return)
+    assert np.array_equal(window.current_document().labels.data, before)
+    assert not window.project.documents[0].labels.data.any()

@@ -100,9 +100,11 @@ class Canvas(QWidget):
     # -- document ------------------------------------------------------------------------
     def set_document(self, doc: Document | None) -> None:
         """Show ``doc`` (None clears the canvas) and fit it to the window."""
-        if self.tool is not None and self._tool_down:
+        if self.tool is not None:
+            # A half-drawn polygon or a held stroke belongs to the old document: drop it.
             self._tool_down = False
-            self.tool.release(self, 0, 0, Qt.KeyboardModifier.NoModifier)
+            self.tool.deactivate(self)
+            self.tool.activate(self)
         if self.document is not None:
             self.document.unsubscribe(self._on_document_changed)
         self.document = doc

@@ -77,6 +77,9 @@ class DocumentListModel(QAbstractListModel):
         super().__init__(parent)
         self.documents: Sequence[Document] = []
         self._thumbs: dict[str, tuple[int, int, QIcon]] = {}
+        # "mask"/"no mask" scans the label map: remember it per revision, so filtering
+        # thousands of rows on every keystroke does not scan them all again.
+        self._status: dict[str, tuple[int, int, str]] = {}
 
     def set_documents(self, docs: Sequence[Document]) -> None:
         self.beginResetModel()
@@ -93,7 +96,7 @@ class DocumentListModel(QAbstractListModel):
             return None
         doc = self.documents[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
-            return f"{doc.name}\n{status_text(doc)}"
+            return f"{doc.name}\n{self._status_of(doc)}"
         if role == Qt.ItemDataRole.DecorationRole:
             return self._thumb(doc)
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -101,15 +104,24 @@ class DocumentListModel(QAbstractListModel):
             src = doc.image.source if doc.image is not None and doc.image.source else None
             colour = " (converted from colour)" if doc.image is not None and doc.image.was_color \
                 else ""
-            lines = [doc.name, f"{w}×{h} px{colour}", status_text(doc)]
+            lines = [doc.name, f"{w}×{h} px{colour}", self._status_of(doc)]
             if src:
                 lines.append(str(src))
             return "\n".join(lines)
         if role == UID_ROLE:
             return doc.uid
         if role == FILTER_ROLE:
-            return f"{doc.name} {doc.klass or ''} {status_text(doc)}"
+            return f"{doc.name} {doc.klass or ''} {self._status_of(doc)}"
         return None
+
+    def _status_of(self, doc: Document) -> str:
+        key = (doc.revision, id(doc.image))
+        hit = self._status.get(doc.uid)
+        if hit is not None and hit[:2] == key:
+            return hit[2]
+        text = status_text(doc)
+        self._status[doc.uid] = (key[0], key[1], text)
+        return text
 
     def _thumb(self, doc: Document) -> QIcon:
         # Keyed by revision and schema id: a stroke or a recolour makes it stale.

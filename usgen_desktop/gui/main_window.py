@@ -153,7 +153,7 @@ class MainWindow(ProjectMixin, QMainWindow):
         self.act_quit = a("&Quit", self.close, "Ctrl+Q")
         self.act_undo = a("&Undo", self.undo, "Ctrl+Z", "fa5s.undo")
         self.act_redo = a("&Redo", self.redo, ["Ctrl+Shift+Z", "Ctrl+Y"], "fa5s.redo")
-        self.act_remove = a("Remove image from project", self.remove_current, None,
+        self.act_remove = a("Remove image from project…", self.remove_current, "Del",
                             "fa5s.trash-alt")
         self.act_fit = a("&Fit to window", self.canvas.fit, "F", "fa5s.expand")
         self.act_zoom_in = a("Zoom &in", lambda: self.canvas.zoom_by(1.25),
@@ -357,12 +357,17 @@ class MainWindow(ProjectMixin, QMainWindow):
         i = uids.index(self._document.uid) if self._document in docs else -1
         self.open_document(uids[max(0, min(len(uids) - 1, i + step))])
 
+    def ask_remove(self, doc: Document) -> bool:
+        """Confirm removing a document (a method so tests answer without a dialog)."""
+        return project_io.ask_yes_no(
+            self, "Remove image",
+            f"Remove '{doc.name}' and its label map from the project? (Save makes it final.)")
+
     def remove_current(self) -> None:
         doc, project = self._document, self.project
         if doc is None or project is None:
             return
-        if not project_io.ask_yes_no(self, "Remove image",
-                                     f"Remove '{doc.name}' from the project?"):
+        if not self.ask_remove(doc):
             return
         i = project.documents.index(doc)
         project.remove(doc.uid)
