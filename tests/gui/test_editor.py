@@ -213,6 +213,8 @@ def test_tool_tooltips_show_shortcuts_and_every_action_has_one(window):
         assert f"({key})" in act.toolTip()
         assert act.shortcut().toString() == key
     assert "Ctrl+Z" in window.act_undo.toolTip()
+    table = dict(window.shortcut_table())
+    assert table["Brush"] == "B" and table["Save"] == "Ctrl+S" and table["Label 3"] == "3"
     keys = {s.toString() for s in window.act_redo.shortcuts()}
     assert {"Ctrl+Shift+Z", "Ctrl+Y"} <= keys
 

@@ -174,6 +174,7 @@ class MainWindow(ProjectMixin, QMainWindow):
         self.act_lock = a("Edit only this &label", self.set_lock, "L", "fa5s.lock",
                           "Edit only this label: other labels stay untouched", checkable=True)
         self.act_about = a("&About USGen Desktop", self.about, None, "fa5s.info-circle")
+        self.act_keys = a("&Keyboard shortcuts", self.show_shortcuts, "F1", "fa5s.keyboard")
         for n in range(1, 10):
             self._action(f"Label {n}", lambda _c=False, n=n: self.label_panel.select_by_key(n),
                          str(n))
@@ -204,6 +205,7 @@ class MainWindow(ProjectMixin, QMainWindow):
         for act in (self.act_smaller, self.act_larger, self.act_lock):
             self.tools_menu.addAction(act)
         self.help_menu = mb.addMenu("&Help")
+        self.help_menu.addAction(self.act_keys)
         self.help_menu.addAction(self.act_about)
 
     def _make_toolbar(self) -> QToolBar:
@@ -486,6 +488,41 @@ class MainWindow(ProjectMixin, QMainWindow):
     def show_error(self, msg: str) -> None:
         """One clear sentence in a dialog (never a traceback)."""
         QMessageBox.warning(self, APP_TITLE, msg)
+
+    def shortcut_table(self) -> list[tuple[str, str]]:
+        """(what, keys) for every action that has a shortcut, panels' included."""
+        rows = []
+        seen = set()
+        for act in self.actions():
+            keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText)
+                             for k in act.shortcuts())
+            text = act.text().replace("&", "").rstrip("…")
+            if keys and (text, keys) not in seen:
+                seen.add((text, keys))
+                rows.append((text, keys))
+        rows.append(("Pan while any tool is active", "Space + drag, middle drag"))
+        rows.append(("Zoom about the cursor", "mouse wheel"))
+        return rows
+
+    def show_shortcuts(self) -> None:
+        from PySide6.QtWidgets import QDialog, QTableWidget, QTableWidgetItem, QVBoxLayout
+
+        rows = self.shortcut_table()
+        dlg = QDialog(self)
+        dlg.setWindowTitle("Keyboard shortcuts")
+        table = QTableWidget(len(rows), 2, dlg)
+        table.setHorizontalHeaderLabels(["Action", "Keys"])
+        table.verticalHeader().setVisible(False)
+        table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        for r, (text, keys) in enumerate(rows):
+            table.setItem(r, 0, QTableWidgetItem(text))
+            table.setItem(r, 1, QTableWidgetItem(keys))
+        table.resizeColumnsToContents()
+        table.horizontalHeader().setStretchLastSection(True)
+        lay = QVBoxLayout(dlg)
+        lay.addWidget(table)
+        dlg.resize(460, 560)
+        dlg.exec()
 
     def about(self) -> None:
         try:
