@@ -366,3 +366,21 @@ def test_new_project_from_the_menu(qtbot, tmp_path, monkeypatch):
     win.act_new.trigger()  # the same folder again: refused, current project kept
     assert len(errors) == 1 and "already holds a project" in errors[0]
     assert win.project.folder == target
+
+
+def test_recent_projects_menu_reopens_a_project(qtbot, tmp_path):
+    from usgen_desktop.gui import app
+
+    settings = app.app_settings()
+    first = saved_project(tmp_path)
+    second = Project.create(tmp_path / "other", schema3(), name="other")
+    win = MainWindow(first, settings=settings, load_panels=False)
+    win.ask_save_changes = lambda: "discard"
+    qtbot.addWidget(win)
+    win.set_project(second)
+    assert win.recent_projects()[:2] == [str(second.folder), str(first.folder)]
+    win._fill_recent_menu()
+    acts = win.recent_menu.actions()
+    assert not acts[0].isEnabled(), "the open project is not offered again"
+    acts[1].trigger()
+    assert win.project.folder == first.folder

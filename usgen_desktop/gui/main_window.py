@@ -182,9 +182,12 @@ class MainWindow(ProjectMixin, QMainWindow):
     def _make_menus(self) -> None:
         mb = self.menuBar()
         self.file_menu = mb.addMenu("&File")
-        for act in (self.act_new, self.act_open_project, None, self.act_import,
-                    self.act_import_folder, None, self.act_save, self.act_export, None,
-                    self.act_quit):
+        self.file_menu.addAction(self.act_new)
+        self.file_menu.addAction(self.act_open_project)
+        self.recent_menu = self.file_menu.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        for act in (None, self.act_import, self.act_import_folder, None, self.act_save,
+                    self.act_export, None, self.act_quit):
             self.file_menu.addSeparator() if act is None else self.file_menu.addAction(act)
         self.edit_menu = mb.addMenu("&Edit")
         for act in (self.act_undo, self.act_redo, None, self.act_remove):

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from usgen_desktop.gui.main_window import MainWindow  # noqa: F401
 
 
+RECENT_MAX = 8
+
+
 class ProjectMixin:
     """Project, import and export actions of :class:`MainWindow`."""
 
@@ -46,10 +49,33 @@ class ProjectMixin:
         self._update_actions()
         if self.settings is not None:
             self.settings.setValue("project/last", str(project.folder))
+            recent = [str(project.folder)] + [p for p in self.recent_projects()
+                                              if p != str(project.folder)]
+            self.settings.setValue("project/recent", recent[:RECENT_MAX])
         if project.problems:
             problems, project.problems = list(project.problems), []
             project_io.show_problems(self, "Some images could not be opened",
                                      "The rest of the project opened normally:", problems)
+
+    def recent_projects(self) -> list[str]:
+        """Folders of recently opened projects that still exist, newest first."""
+        if self.settings is None:
+            return []
+        value = self.settings.value("project/recent", [])
+        items = [value] if isinstance(value, str) else list(value or [])
+        return [p for p in items if project_io.is_project_folder(Path(p))]
+
+    def _fill_recent_menu(self) -> None:
+        menu = self.recent_menu
+        menu.clear()
+        current = str(self.project.folder) if self.project is not None else None
+        for i, folder in enumerate(self.recent_projects()):
+            act = menu.addAction(f"&{i + 1} {Path(folder).name} — {folder}"
+                                 if i < 9 else f"{Path(folder).name} — {folder}")
+            act.setEnabled(folder != current)
+            act.triggered.connect(lambda _c=False, f=folder: self.open_project(Path(f)))
+        if menu.isEmpty():
+            menu.addAction("(none yet)").setEnabled(False)
 
     @staticmethod
     def _autosave_time(project: Project) -> datetime | None:
