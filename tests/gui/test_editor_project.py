@@ -208,7 +208,12 @@ def test_app_main_opens_a_project_and_returns(qtbot, tmp_path, capsys):
     assert "window shown" in capsys.readouterr().out
     settings = app.app_settings()
     assert settings.value("project/last") == str(tmp_path / "proj")
-    assert str(tmp_path) not in settings.fileName() or "config" in settings.fileName()
+    from pathlib import Path
+
+    from usgen_desktop.paths import user_config_dir
+
+    assert Path(settings.fileName()).parent == user_config_dir(), "never the install folder"
+    assert settings.format() == settings.Format.IniFormat
 
 
 def test_first_start_opens_the_demo_project(qtbot, tmp_path):
