@@ -265,9 +265,10 @@ def test_demo_is_imported_once_from_resources(qtbot, tmp_path, monkeypatch):
 
     res = tmp_path / "resources"
     shutil.copytree(resources_dir() / "schemas", res / "schemas")
-    write_pairs(res / "demo", 3)
     monkeypatch.setenv("USGEN_RESOURCES", str(res))
-    first = app.demo_project()
+    assert app.demo_project().documents == [], "no demo installed: an empty project"
+    write_pairs(res / "demo", 3)
+    first = app.demo_project()  # the demo data arrived: the empty demo gets it
     assert len(first.documents) == 3 and not first.is_dirty()
     assert all(d.labels.data.any() for d in first.documents)
     first.documents[0].labels.data[:] = 0  # the user's work in the demo...

@@ -63,16 +63,23 @@ def demo_project():  # noqa: ANN201
     from usgen_desktop.paths import resources_dir
 
     folder = default_projects_dir() / DEMO_NAME
-    if is_project(folder):
-        return Project.open(folder)
     source = resources_dir() / "demo"
-    if not source.is_dir():
+    if is_project(folder):
+        project = Project.open(folder)
+        if project.documents or not source.is_dir():
+            return project  # the user's demo, with whatever they did to it
+    elif not source.is_dir():
         return Project.create(folder, load_preset("busi"), name=DEMO_NAME)
+    else:
+        project = None
     from usgen_desktop.io import open_dataset
 
+    # First start (or an empty demo made before the demo data was installed): import it.
     result = open_dataset(source, progress=no_progress, cancel=CancelToken())
     schema = result.schema or load_preset("busi")
-    project = Project.create(folder, schema, name=DEMO_NAME)
+    if project is None:
+        project = Project.create(folder, schema, name=DEMO_NAME)
+    project.schema = schema
     for doc in result.documents:
         doc.schema = schema
     project.add(result.documents)
