@@ -159,6 +159,33 @@ def bench_brush(size: int, moves: int, naive: bool = False, zoom: float | None =
             "p95_ms": float(np.percentile(times, 95))}
 
 
+def bench_autosave(size: int, runs: int = 5) -> float:
+    """Median ms of one autosave tick after a brush dab on a size x size label map.
+
+    The timer skips ticks while the mouse is down, so this is a pause between strokes only.
+    """
+    from usgen_desktop.core.document import Document
+    from usgen_desktop.core.image import UltrasoundImage
+    from usgen_desktop.core.labels import LabelMap, load_preset
+    from usgen_desktop.io.project import Project
+
+    schema = load_preset("busi")
+    lab = np.zeros((size, size), np.uint8)
+    lab[size // 4: size // 2, size // 4: size // 2] = 1
+    img = np.random.default_rng(0).integers(0, 255, (size, size), dtype=np.uint8)
+    doc = Document(LabelMap(lab), schema, UltrasoundImage(img))
+    project = Project.create(Path(_TMP) / f"autosave{size}", schema)
+    project.add([doc])
+    project.save()
+    times = []
+    for i in range(runs):
+        doc.paint_disk((100 + 30 * i, 100), 10, 1)
+        t0 = time.perf_counter()
+        project.autosave()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
 def bench_busi_import(root: Path) -> dict[str, float] | None:
     busi = root / "busi"
     if not busi.is_dir():
@@ -212,6 +239,9 @@ def main() -> int:
                   f"p95 {fast['p95_ms']:.2f}, worst {fast['worst_ms']:.2f} ms | naive full "
                   f"re-colour + repaint: median {slow['median_ms']:.1f} ms "
                   f"(ratio {slow['median_ms'] / fast['median_ms']:.0f}x)")
+    for size in (2048, 4096):
+        print(f"autosave tick after one dab, {size}x{size}: median {bench_autosave(size):.0f} ms "
+              "(runs between strokes only)")
     data = (REPO / ".." / "shared" / "data").resolve()
     busi = bench_busi_import(data)
     if busi is None:
