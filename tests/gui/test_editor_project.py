@@ -239,6 +239,14 @@ def test_open_path_makes_a_project_of_its_own(qtbot, tmp_path, monkeypatch):
     again, todo2 = app.choose_project(app.build_parser().parse_args(["--open", str(data)]),
                                       app.app_settings())
     assert todo2 == [], "opened before: reopen the project, do not import twice"
+    one = tmp_path / "scan.png"
+    cv2.imwrite(str(one), lesion_pair(40, 50)[0])
+    single, todo3 = app.choose_project(app.build_parser().parse_args(["--open", str(one)]),
+                                       app.app_settings())
+    assert todo3 == [one] and single.folder.name == "scan"
+    win = open_window(qtbot, single)
+    assert [d.name for d in win.import_paths(todo3)] == ["scan"]
+    assert win.current_document().image.shape == (40, 50)
 
 
 def test_dropping_a_folder_imports_it(qtbot, tmp_path, monkeypatch):
