@@ -382,3 +382,39 @@ def test_gallery_keys_accept_and_reject(qtbot, setup):
     panel.gallery.select(second)
     qtbot.keyClick(panel.gallery.list, Qt.Key.Key_R)
     assert list(panel.gallery.items.values()) == [first]
+
+
+def test_inpaint_sends_the_real_image_and_the_grown_region(qtbot, setup):
+    window, panel, docs, fake = setup
+    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
+    panel.model_dir.setText("")
+    assert not panel.inpaint.isHidden()
+    panel.inpaint.setChecked(True)
+    panel.margin.setValue(3)
+    panel.count.setValue(1)
+    panel.generate()
+    wait_done(qtbot, panel)
+    req = fake["loaded"][-1]
+    doc = docs[0]
+    assert np.array_equal(req.init_images[0], doc.image.to_uint8())
+    region = req.inpaint_masks[0] > 0
+    lesion = doc.labels.data > 0
+    assert region[lesion].all()  # the whole lesion may change...
+    assert region.sum() > lesion.sum()  # ...plus a margin around it...
+    assert not region[0, 0] and region.mean() < 0.5  # ...but not the rest of the scan
+    # speckle ignores the option (and hides it)
+    panel.backend.setCurrentIndex(panel.backend.findData("speckle"))
+    assert panel.inpaint.isHidden()
+    panel.generate()
+    wait_done(qtbot, panel)
+    assert fake["loaded"][-1].inpaint_masks is None
+
+
+def test_inpaint_without_an_image_is_one_sentence(qtbot, setup):
+    window, panel, docs, fake = setup
+    docs[0].image = None
+    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
+    panel.model_dir.setText("")
+    panel.inpaint.setChecked(True)
+    assert panel.generate() is None
+    assert "has no image to keep" in window.errors[-1]

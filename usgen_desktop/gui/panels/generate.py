@@ -18,6 +18,7 @@ from typing import Any
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDockWidget,
     QDoubleSpinBox,
@@ -85,6 +86,22 @@ def available_devices() -> list[str]:
                 return list(DEVICES)
             return ["auto", *[d for d in found if d != "auto"]]
     return list(DEVICES)
+
+
+def inpaint_region(labels: Any, schema: LabelSchema, margin: int) -> Any:
+    """Where inpainting may change the image: every labelled pixel (not background, not the
+    fan of the sector) grown by ``margin`` pixels so the new tissue blends into the old."""
+    import cv2
+    import numpy as np
+
+    region = labels != 0
+    if schema.sector_id is not None:
+        region &= labels != schema.sector_id
+    region = region.astype(np.uint8)
+    if margin > 0 and region.any():
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+        region = cv2.dilate(region, k)
+    return region
 
 
 def generate_task(request: Any, *, progress: Any, cancel: Any, on_result: Any = None) -> list:
@@ -159,6 +176,22 @@ class GeneratePanel(QWidget):
         self.count.setToolTip("Images to generate for each label map")
         self.device = QComboBox()
         self.device.addItems(available_devices())
+        self.inpaint = QCheckBox("Keep the real image, change only the labelled region")
+        self.inpaint.setToolTip(
+            "Inpainting: the image outside the labelled region (plus a margin) stays as it is, "
+            "so a lesion painted onto a healthy scan appears with its exact mask")
+        self.margin = QSpinBox()
+        self.margin.setRange(0, 64)
+        self.margin.setValue(6)
+        self.margin.setSuffix(" px")
+        self.margin.setToolTip("How far around the region the image may change, to blend in")
+        inpaint_row = QHBoxLayout()
+        inpaint_row.setContentsMargins(0, 0, 0, 0)
+        inpaint_row.addWidget(self.inpaint, 1)
+        inpaint_row.addWidget(self.margin)
+        self._inpaint_row = inpaint_row
+        self.inpaint.toggled.connect(lambda on: self.margin.setEnabled(on))
+        self.margin.setEnabled(False)
         self.scope = QComboBox()
         for key, text in SCOPES.items():
             self.scope.addItem(text, key)
@@ -181,6 +214,7 @@ class GeneratePanel(QWidget):
         form.addRow("Images each", self.count)
         form.addRow("Device", self.device)
         form.addRow("For", self.scope)
+        form.addRow("Inpaint", inpaint_row)
         self._form = form
 
         self.generate_button = QPushButton("Generate")
@@ -249,6 +283,10 @@ class GeneratePanel(QWidget):
         self.strength.setEnabled(name == "controlnet")
         self.prompt.setEnabled(name == "controlnet")
         self.device.setEnabled(diffusion)
+        inpaint_label = self._form.labelForField(self._inpaint_row)
+        for w in (self.inpaint, self.margin, inpaint_label):
+            if w is not None:
+                w.setVisible(name == "sdm")
         self._set_row_visible(self.prompt, name == "controlnet")
         self._set_row_visible(self.strength, name == "controlnet")
 
@@ -308,8 +346,8 @@ class GeneratePanel(QWidget):
 
     def build_request(self, docs: list[Document], seed: int | None = None,
                       count: int | None = None, device: str | None = None,
-                      backend: str | None = None) -> Any:
-        """A GenerationRequest over copies of the documents' label maps."""
+                      backend: str | None = None, label_maps: list | None = None) -> Any:
+        """A GenerationRequest over copies of the documents' label maps (or ``label_maps``)."""
         from usgen_desktop.synthesis.request import GenerationRequest
 
         if not docs:
@@ -319,8 +357,24 @@ class GeneratePanel(QWidget):
         model = self.model_dir.text().strip() if backend == self.backend_name else ""
         if backend != "speckle" and model and not Path(model).is_dir():
             raise ModelError(f"The model folder '{model}' does not exist.")
+        maps = label_maps if label_maps is not None else [d.labels.copy() for d in docs]
+        init_images = inpaint_masks = None
+        if backend == "sdm" and self.inpaint.isChecked():
+            init_images, inpaint_masks = [], []
+            for doc, lm in zip(docs, maps, strict=True):
+                if doc.image is None or doc.image.shape != lm.shape:
+                    raise UsgenError(f"'{doc.name}' has no image to keep; inpainting changes "
+                                     "part of a real image, so open one or turn it off.")
+                region = inpaint_region(lm.data, doc.schema, self.margin.value())
+                if not region.any():
+                    raise UsgenError(f"Paint the region to change on '{doc.name}' first; its "
+                                     "label map has no labelled region.")
+                init_images.append(doc.image.to_uint8().copy())
+                inpaint_masks.append(region)
         return GenerationRequest(
-            label_maps=[d.labels.copy() for d in docs],
+            label_maps=maps,
+            init_images=init_images,
+            inpaint_masks=inpaint_masks,
             schema=docs[0].schema,
             backend=backend,
             model_dir=(model or None) if backend != "speckle" else None,
@@ -364,13 +418,13 @@ class GeneratePanel(QWidget):
         prov = item.result.provenance
         src = item.source
         try:
+            # the same label map the item was made from, and the class it was made for
             request = self.build_request([src], seed=random.randrange(0, 2**31 - 1), count=1,
-                                         backend=prov.get("backend") or None)
+                                         backend=prov.get("backend") or None,
+                                         label_maps=[item.result.label_map.copy()])
         except UsgenError as exc:
             self._show_error(str(exc))
             return None
-        # the same label map the item was made from, and the class it was made for
-        request.label_maps = [item.result.label_map.copy()]
         request.classes = [item.klass]
         if prov.get("model_dir"):
             request.model_dir = prov["model_dir"]
