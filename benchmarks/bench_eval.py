@@ -98,7 +98,7 @@ def real_only(real: list[Document], train_idx, test_idx, args: argparse.Namespac
     ids = label_ids_of(real)
     arr = to_arrays(real, args.size, ids)
     train, test = arr.subset(train_idx), arr.subset(test_idx)
-    steps = EvalConfig(epochs=args.epochs).steps_per_arm(len(train))
+    steps = EvalConfig(epochs=args.epochs, steps=args.steps).steps_per_arm(len(train))
     step_ms = unet_step_ms(args.size, 8)
     t0 = time.perf_counter()
     m, _ = downstream_utility(train, train.subset([]), test, len(ids), steps, seed=args.seed,
@@ -130,8 +130,14 @@ def main() -> int:
                     "images (realism AUC must come out 0.5, synthetic only = real only)")
     ap.add_argument("--out", default="/tmp/usgen_eval_busi")
     ap.add_argument("--write-dev-split", default=None, metavar="FILE")
+    ap.add_argument("--positive-control", action="store_true",
+                    help="half of the real training groups play 'synthetic': perfect synthetic "
+                    "data, so real + synthetic must beat real only (the gain the protocol can "
+                    "see at this budget)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=1, help="seeds per U-Net arm")
+    ap.add_argument("--steps", type=int, default=None, help="steps per arm (overrides epochs)")
+    ap.add_argument("--real-fraction", type=float, default=1.0)
     ap.add_argument("--real-only", action="store_true",
                     help="only the real-only U-Net on the dev split (no synthetic set needed)")
     ap.add_argument("--no-fid", action="store_true")
@@ -159,7 +165,15 @@ def main() -> int:
     if args.real_only:
         return real_only(real, train_idx, test_idx, args)
     gen_seconds: list[float] = []
-    if args.control:
+    if args.positive_control:
+        tr_groups = [groups[i] for i in train_idx]
+        keep, give = group_split(tr_groups, 0.5, args.seed,
+                                 strata=[real[i].tags.get("class") for i in train_idx])
+        synthetic = [real[train_idx[i]] for i in give]
+        real = [real[train_idx[i]] for i in keep] + [real[i] for i in test_idx]
+        print(f"positive control: real train {len(keep)}, 'synthetic' = other real train "
+              f"images {len(synthetic)}, dev {len(test_idx)}")
+    elif args.control:
         synthetic = [Document(labels=d.labels.copy(), schema=d.schema, image=d.image,
                               name=f"copy_{d.name}", tags=dict(d.tags), parent=d.uid)
                      for d in train_docs]
@@ -180,7 +194,8 @@ def main() -> int:
     config = EvalConfig(size=args.size, epochs=args.epochs, realism_epochs=args.realism_epochs,
                         realism_size=args.realism_size,
                         seed=args.seed, dev_split=tuple(dev), threads=args.threads,
-                        seg_repeats=args.repeats,
+                        seg_repeats=args.repeats, steps=args.steps,
+                        real_fraction=args.real_fraction,
                         fid=not args.no_fid)
     last = [0.0]
 
@@ -196,7 +211,9 @@ def main() -> int:
     summary = {
         "machine": "2-core CPU, no GPU, torch " + m["environment"]["torch"],
         "size": args.size, "epochs": args.epochs, "steps_per_arm": m["budget"]["steps_per_arm"],
-        "backend": "control (copies of real train)" if args.control else (args.synthetic or args.backend),
+        "backend": ("positive control (half of real train as synthetic)" if args.positive_control
+                    else "control (copies of real train)" if args.control
+                    else (args.synthetic or args.backend)),
         "sizes": m["sizes"], "headline": h, "timing_s": m["timing_s"], "wall_s": round(wall, 1),
         "unet_step_ms": round(step_ms, 1),
         "generate_s_per_image_median": (round(statistics.median(gen_seconds), 4)

@@ -137,3 +137,15 @@ def test_repeats_average_over_seeds_and_compare_arms():
     assert m["real_only"]["mean"] == pytest.approx(np.mean(m["real_only"]["per_seed"]))
     c = m["comparison"]["real_plus_synthetic_minus_real_only"]
     assert c["ci95_low"] <= c["diff"] <= c["ci95_high"]
+
+
+def test_real_fraction_and_explicit_steps(tmp_path):
+    real = lesion_set(40, seed=13, groups=20)
+    syn = lesion_set(8, seed=14)
+    cfg = EvalConfig(**{**TINY, "steps": 3, "real_fraction": 0.5, "fid": False})
+    m = evaluate(real, syn, tmp_path, cfg)
+    s = m["sizes"]
+    assert s["real_train"] < s["real_train_before_fraction"]
+    assert abs(s["real_train"] - s["real_train_before_fraction"] / 2) <= 4
+    assert {a["steps"] for a in m["segmentation"].values()} == {3}
+    assert m["fid"]["skipped"]

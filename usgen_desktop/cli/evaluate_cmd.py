@@ -28,6 +28,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--epochs", type=int, default=10,
                    help="U-Net epochs over the real training split; every arm gets the same "
                    "number of steps (default 10)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimiser steps per U-Net arm (overrides --epochs)")
+    p.add_argument("--real-fraction", type=float, default=1.0,
+                   help="train on this fraction of the real training groups, to measure "
+                   "the scarce-data regime synthetic images are meant for (default 1)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=1,
                    help="train every U-Net arm with this many seeds and average (default 1)")
@@ -110,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
         raise DatasetError("--size must be a multiple of 8 and at least 16.")
     if args.realism_size is not None and (args.realism_size < 16 or args.realism_size % 8):
         raise DatasetError("--realism-size must be a multiple of 8 and at least 16.")
+    if not 0.0 < args.real_fraction <= 1.0:
+        raise DatasetError("--real-fraction must lie above 0 and at most 1.")
     if args.epochs < 1:
         raise DatasetError("--epochs must be at least 1.")
     dev = None
@@ -125,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     _tag_groups_from_csv(real, Path(args.real), args.group_column)
     config = EvalConfig(size=args.size, epochs=args.epochs, batch_size=args.batch_size,
                         seed=args.seed, test_fraction=args.test_fraction,
-                        seg_repeats=max(1, args.repeats),
+                        seg_repeats=max(1, args.repeats), steps=args.steps,
+                        real_fraction=args.real_fraction,
                         group_column=args.group_column, dev_split=dev,
                         realism_folds=args.folds, realism_epochs=args.realism_epochs,
                         realism_size=args.realism_size,

@@ -23,6 +23,10 @@ class EvalConfig:
     test_fraction: float = 0.2  # of the real groups held out when no dev split is given
     group_column: str = "group"  # document tag that names near-duplicate groups
     dev_split: tuple[str, ...] | None = None  # names/groups/files of the held-out real docs
+    steps: int | None = None  # an explicit step budget per arm instead of epochs
+    # train on this fraction of the real training groups (per class): synthetic data is meant
+    # for scarce real data, and a protocol with plenty of real images may not see its help
+    real_fraction: float = 1.0
     seg_repeats: int = 1  # train every arm with this many seeds and average
     unet_base: int = 16  # channels of the first U-Net level (16 -> about 0.5M parameters)
     realism_folds: int = 5
@@ -36,7 +40,9 @@ class EvalConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def steps_per_arm(self, n_real_train: int) -> int:
-        """The optimiser-step budget shared by every segmentation arm."""
+        """The optimiser-step budget shared by every segmentation arm (``steps`` when set)."""
+        if self.steps:
+            return int(self.steps)
         per_epoch = max(1, -(-n_real_train // self.batch_size))
         return max(1, self.epochs * per_epoch)
 

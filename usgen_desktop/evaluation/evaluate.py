@@ -163,6 +163,14 @@ def evaluate(
                                               strata=real.classes)
             split_kind = (f"random {config.test_fraction:.0%} of groups within each class, "
                           f"seed {config.seed}")
+        n_train_all = len(train_idx)
+        if config.real_fraction < 1.0:
+            if not 0.0 < config.real_fraction:
+                raise DatasetError("The real fraction must lie between 0 and 1.")
+            drop, keep = group_split([real.groups[i] for i in train_idx],
+                                     config.real_fraction, config.seed + 1,
+                                     strata=[real.classes[i] for i in train_idx])
+            train_idx = train_idx[np.sort(keep)]
         real_train, real_test = real.subset(train_idx), real.subset(test_idx)
         test_groups = set(real_test.groups)
         shared = sorted(set(real_train.groups) & test_groups)
@@ -176,6 +184,7 @@ def evaluate(
         metrics.update(
             labels={str(k): names[k] for k in ids},
             sizes={"real": len(real), "synthetic": len(syn), "real_train": len(real_train),
+                   "real_train_before_fraction": n_train_all,
                    "real_test": len(real_test), "synthetic_train": len(syn_train),
                    "synthetic_excluded_as_test_leak": len(leaks),
                    "real_groups": len(set(real.groups)), "test_groups": len(test_groups)},
@@ -186,7 +195,9 @@ def evaluate(
                    "segmentation": [config.seed + 1000 * r for r in range(config.seg_repeats)],
                    "realism": config.seed, "fid_halves": config.seed},
             budget={"steps_per_arm": steps, "batch_size": config.batch_size,
-                    "rule": "epochs x ceil(real train images / batch) optimiser steps for every arm"},
+                    "rule": ("a fixed number of steps for every arm" if config.steps else
+                             "epochs x ceil(real train images / batch) optimiser steps for "
+                             "every arm")},
         )
         lap("prepare", t0)
         cancel.raise_if_cancelled()
