@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 from usgen_desktop.core.document import Document  # noqa: E402
 from usgen_desktop.core.image import UltrasoundImage  # noqa: E402
 from usgen_desktop.core.tasks import Progress  # noqa: E402
+from usgen_desktop.errors import UsgenError  # noqa: E402
 from usgen_desktop.evaluation import EvalConfig, evaluate  # noqa: E402
 from usgen_desktop.evaluation.prepare import doc_group, group_split  # noqa: E402
 from usgen_desktop.io import open_dataset  # noqa: E402
@@ -57,7 +58,8 @@ def unet_step_ms(size: int, batch: int, repeats: int = 7) -> float:
     return 1000 * statistics.median(times[1:])
 
 
-def generate(train_docs: list[Document], backend: str, seed: int, size: int | None
+def generate(train_docs: list[Document], backend: str, seed: int, size: int | None,
+             model_dir: str | None = None, steps: int = 25
              ) -> tuple[list[Document], list[float]]:
     """One synthetic document per training label map, tagged with its source's class and
     group (so the realism folds keep a synthetic image beside its source)."""
@@ -66,7 +68,8 @@ def generate(train_docs: list[Document], backend: str, seed: int, size: int | No
     schema = train_docs[0].schema
     req = GenerationRequest(label_maps=[d.labels for d in train_docs], schema=schema,
                             backend=backend, classes=[d.tags.get("class") for d in train_docs],
-                            seed=seed, size=None if size is None else (size, size))
+                            seed=seed, size=None if size is None else (size, size),
+                            model_dir=model_dir, steps=steps)
     last = [0.0]
 
     def show(p: Progress) -> None:
@@ -122,6 +125,8 @@ def main() -> int:
                     help="the classifier looks at speckle, so give it more pixels than the U-Net")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backend", default="speckle")
+    ap.add_argument("--model-dir", default=None, help="model folder for sdm / controlnet")
+    ap.add_argument("--gen-steps", type=int, default=25, help="sampler steps per image")
     ap.add_argument("--gen-size", type=int, default=None,
                     help="generate at this square size (default: each label map's own size)")
     ap.add_argument("--synthetic", default=None, help="use this synthetic dataset instead")
@@ -182,11 +187,15 @@ def main() -> int:
     else:
         try:
             t0 = time.perf_counter()
-            synthetic, gen_seconds = generate(train_docs, args.backend, args.seed, args.gen_size)
+            synthetic, gen_seconds = generate(train_docs, args.backend, args.seed, args.gen_size,
+                                              args.model_dir, args.gen_steps)
             print(f"generated {len(synthetic)} with '{args.backend}' in "
                   f"{time.perf_counter() - t0:.0f} s, median {statistics.median(gen_seconds):.3f} s/image")
         except (ImportError, ModuleNotFoundError) as exc:
             print(f"skipped: backend '{args.backend}' is not available ({exc})")
+            return 0
+        except UsgenError as exc:  # e.g. no trained model in --model-dir
+            print(f"skipped: {exc}")
             return 0
 
     step_ms = unet_step_ms(args.size, 8)
