@@ -14,6 +14,7 @@ same per-step callback (numpy filtering plus some pure-Python work that holds th
 label maps come from ../shared/data (BUSI masks) when present, else an ellipse drawn in code.
 
     .venv/bin/python benchmarks/bench_gui_stall.py [--runs 5] [--count 8] [--size 256]
+    .venv/bin/python benchmarks/bench_gui_stall.py --backend sdm --size 128 --steps 10 --count 2
 """
 
 from __future__ import annotations
@@ -89,6 +90,32 @@ def install_fake_backend(steps: int) -> str:
     return "fake"
 
 
+def prepare_sdm(size: int, steps: int) -> str:
+    """An sdm model folder: the shipped default when installed, else a randomly initialised
+    one of the default architecture (same compute per step; the images are noise)."""
+    import tempfile
+
+    from usgen_desktop.core.labels import load_preset
+    from usgen_desktop.paths import models_dir
+    from usgen_desktop.synthesis.backends import sdm
+
+    try:
+        import usgen_desktop.synthesis.devices  # noqa: F401
+    except ImportError:  # before devices.py lands: CPU only, which is what this machine has
+        dev = types.ModuleType("usgen_desktop.synthesis.devices")
+        dev.pick_device = lambda pref="auto": "cpu"
+        dev.is_oom = lambda exc: "out of memory" in str(exc).lower()
+        sys.modules["usgen_desktop.synthesis.devices"] = dev
+    shipped = models_dir() / sdm.DEFAULT_MODEL_NAME
+    if shipped.is_dir():
+        return str(shipped)
+    folder = Path(tempfile.mkdtemp(prefix="bench-sdm-"))
+    cfg = sdm.SdmConfig(size=(size, size), schema=load_preset("busi"),
+                        classes=["benign", "malignant", "normal"])
+    sdm.save_model(sdm.build_unet(cfg), cfg, folder)
+    return str(folder)
+
+
 class StallMeter:
     """Records the gaps between ticks of a 10 ms timer on the GUI thread."""
 
@@ -160,7 +187,7 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=8, help="images per run")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=20, help="steps of the stand-in backend")
-    ap.add_argument("--backend", default="auto", help="speckle | fake | auto")
+    ap.add_argument("--backend", default="auto", help="speckle | sdm | fake | auto")
     ap.add_argument("--gil-switch-ms", type=float, default=None,
                     help="force the interpreter's GIL switch interval (the worker lowers it to "
                          "1 ms; pass 5 to measure Python's default)")
@@ -188,6 +215,7 @@ def main() -> int:
             backend = "fake"
     if backend == "fake":
         install_fake_backend(args.steps)
+    model = prepare_sdm(args.size, args.steps) if backend == "sdm" else ""
 
     masks = label_maps(args.size, 1)
     window, docs = make_window(masks)
@@ -199,6 +227,10 @@ def main() -> int:
         panel.backend.addItem(backend, backend)
         idx = panel.backend.findData(backend)
     panel.backend.setCurrentIndex(idx)
+    if model:
+        panel.model_dir.setText(model)
+        panel.steps.setValue(args.steps)
+        panel.device.setCurrentText("cpu")
     panel.count.setValue(args.count)
     panel.scope.setCurrentIndex(panel.scope.findData("current"))
     meter = StallMeter()
