@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -115,6 +117,41 @@ def real_only(real: list[Document], train_idx, test_idx, args: argparse.Namespac
     return 0
 
 
+def realism_sensitivity(real: list[Document], args: argparse.Namespace) -> int:
+    """How strong is the realism classifier? Half of the real groups against the other half,
+    untouched and with small, known changes: an AUC near 0.5 for a generator means little
+    unless changes this small are caught."""
+    import cv2
+
+    from usgen_desktop.evaluation.fid import split_halves
+    from usgen_desktop.evaluation.prepare import to_arrays
+    from usgen_desktop.evaluation.realism import realism_auc
+
+    arr = to_arrays(real, args.realism_size, [0, 1])
+    a, b = split_halves(arr.groups, args.seed)
+    changes = {
+        "none (real vs real)": lambda x: x,
+        "gaussian blur sigma 1 px": lambda x: cv2.GaussianBlur(x, (0, 0), 1.0),
+        "gamma 0.8 (brighter mid-tones)": lambda x: x ** 0.8,
+        "median filter 5 px (speckle smoothed)": lambda x: cv2.medianBlur(
+            (x * 255).astype(np.uint8), 5).astype(np.float32) / 255,
+        "added gaussian noise sd 0.03": lambda x: np.clip(
+            x + np.random.default_rng(0).normal(0, 0.03, x.shape).astype(np.float32), 0, 1),
+    }
+    rows = {}
+    for name, fn in changes.items():
+        t0 = time.perf_counter()
+        other = np.stack([fn(x) for x in arr.images[b]]).astype(np.float32)
+        r = realism_auc(arr.images[a], other, [arr.groups[i] for i in a],
+                        [arr.groups[i] for i in b], folds=5, epochs=args.realism_epochs,
+                        seed=args.seed)
+        rows[name] = {"auc": round(r["auc"], 3), "seconds": round(time.perf_counter() - t0, 1)}
+        print(f"{name:40s} AUC {r['auc']:.3f}  ({rows[name]['seconds']} s)", flush=True)
+    print(json.dumps({"size": args.realism_size, "epochs": args.realism_epochs,
+                      "n": [len(a), len(b)], "auc": rows}, indent=2))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DATA))
@@ -139,6 +176,8 @@ def main() -> int:
                     help="half of the real training groups play 'synthetic': perfect synthetic "
                     "data, so real + synthetic must beat real only (the gain the protocol can "
                     "see at this budget)")
+    ap.add_argument("--realism-sensitivity", action="store_true",
+                    help="only measure how small a change the realism classifier catches")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=1, help="seeds per U-Net arm")
     ap.add_argument("--steps", type=int, default=None, help="steps per arm (overrides epochs)")
@@ -167,6 +206,8 @@ def main() -> int:
           f"dev {len(test_idx)} ({len({groups[i] for i in test_idx})} groups); open {t_open:.1f} s")
     train_docs = [real[i] for i in train_idx]
 
+    if args.realism_sensitivity:
+        return realism_sensitivity(real, args)
     if args.real_only:
         return real_only(real, train_idx, test_idx, args)
     gen_seconds: list[float] = []
