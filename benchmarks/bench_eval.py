@@ -60,6 +60,32 @@ def unet_step_ms(size: int, batch: int, repeats: int = 7) -> float:
     return 1000 * statistics.median(times[1:])
 
 
+def naive_painter(train_docs: list[Document], seed: int) -> list[Document]:
+    """The simplest generator there is, as a floor for the metrics: every label region filled
+    with Rayleigh speckle of that label's median brightness in the real training images,
+    blurred to a 2-px grain. Not a product backend; lives here only as a reference."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    ids = sorted({int(i) for d in train_docs for i in np.unique(d.labels.data)})
+    level = {k: float(np.median(np.concatenate(
+        [d.image.to_uint8()[d.labels.data == k] for d in train_docs if (d.labels.data == k).any()])))
+        for k in ids}
+    out = []
+    for d in train_docs:
+        lm = d.labels.data
+        mean = np.zeros(lm.shape, np.float32)
+        for k in ids:
+            mean[lm == k] = max(level[k], 1.0)
+        sigma = mean / np.sqrt(np.pi / 2)  # Rayleigh mean = sigma * sqrt(pi / 2)
+        img = rng.rayleigh(1.0, lm.shape).astype(np.float32) * sigma
+        img = cv2.GaussianBlur(img, (0, 0), 1.0)
+        out.append(Document(labels=d.labels.copy(), schema=d.schema,
+                            image=UltrasoundImage(np.clip(img, 0, 255).astype(np.uint8)),
+                            name=f"naive_{d.name}", tags=dict(d.tags), parent=d.uid))
+    return out
+
+
 def generate(train_docs: list[Document], backend: str, seed: int, size: int | None,
              model_dir: str | None = None, steps: int = 25
              ) -> tuple[list[Document], list[float]]:
@@ -161,7 +187,9 @@ def main() -> int:
     ap.add_argument("--realism-size", type=int, default=128,
                     help="the classifier looks at speckle, so give it more pixels than the U-Net")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--backend", default="speckle")
+    ap.add_argument("--backend", default="speckle",
+                    help="a synthesis backend, or 'naive' (a Rayleigh painter kept here as the "
+                    "metrics' floor)")
     ap.add_argument("--model-dir", default=None, help="model folder for sdm / controlnet")
     ap.add_argument("--gen-steps", type=int, default=25, help="sampler steps per image")
     ap.add_argument("--gen-size", type=int, default=None,
@@ -223,6 +251,10 @@ def main() -> int:
         synthetic = [Document(labels=d.labels.copy(), schema=d.schema, image=d.image,
                               name=f"copy_{d.name}", tags=dict(d.tags), parent=d.uid)
                      for d in train_docs]
+    elif args.backend == "naive":
+        t0 = time.perf_counter()
+        synthetic = naive_painter(train_docs, args.seed)
+        gen_seconds = [(time.perf_counter() - t0) / len(synthetic)]
     elif args.synthetic:
         synthetic = open_dataset(Path(args.synthetic)).documents
     else:
