@@ -162,6 +162,14 @@ def _plan_folder(root: Path, depth: int) -> _Plan | None:
     if (root / "images").is_dir():
         items, problems = _scan_pair_dirs(root, klass=_class_of_folder(root))
         return _Plan(items, "image_mask_folders", None, problems, root)
+    if (root / "masks").is_dir() and not any(is_image_file(p) for p in _visible(root)):
+        # Label maps waiting for generation (e.g. the output of `usgen deform`).
+        items = [
+            _Item(None, [p], _stem(p), {})
+            for p in sorted(_visible(root / "masks"), key=lambda q: _natural(q.name))
+            if is_image_file(p)
+        ]
+        return _Plan(items, "label_maps_only", None, [], root)
     entries = _visible(root)
     files = [p for p in entries if is_image_file(p)]
     dirs = [p for p in entries if p.is_dir()]
@@ -514,7 +522,12 @@ def _load(plan: _Plan, progress: ProgressFn, cancel: CancelToken | None
 
 
 def _load_item(item: _Item, schema: LabelSchema | None = None) -> Document:
-    assert item.image is not None
+    if item.image is None:  # a label map with no image yet
+        labels = read_mask(item.masks[0], None, schema=schema)
+        return Document(labels=labels, schema=_PLACEHOLDER, image=None, name=item.name,
+                        tags=dict(item.tags),
+                        provenance={k: v for k, v in item.provenance.items()
+                                    if not k.startswith("_")})
     image = read_image(item.image)
     if image.pixel_spacing is None and "_pixel_mm" in item.provenance:
         mm = item.provenance["_pixel_mm"]

@@ -1,0 +1,111 @@
+"""Label-map deformation: ids stay ids, the sector stays fixed, seeds reproduce."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from usgen_desktop.core.deform import (
+    DeformParams,
+    check_variant,
+    deform_label_map,
+    make_variants,
+    transform_label,
+    warp_drag,
+)
+from usgen_desktop.core.labels import LabelMap
+from usgen_desktop.core.sector import Sector
+
+
+def echo_like(size=128) -> LabelMap:
+    fov = Sector.fan((size / 2, -size * 0.1), size * 0.2, size * 1.0, -35, 35).rasterize(
+        (size, size)
+    )
+    d = np.where(fov, 2, 0).astype(np.uint8)
+    c = size // 2
+    cv2.ellipse(d, (c, c), (size // 5, size // 4), 0, 0, 360, 3, -1)  # myocardium
+    cv2.ellipse(d, (c, c), (size // 8, size // 6), 0, 0, 360, 1, -1)  # cavity
+    d[~fov] = 0
+    return LabelMap(d)
+
+
+def test_ids_stay_ids_and_sector_stays_fixed():
+    lm = echo_like()
+    for seed in range(5):
+        v = deform_label_map(lm, DeformParams(), seed, sector_id=2)
+        assert set(v.ids()) <= set(lm.ids())
+        assert np.array_equal(v.data != 0, lm.data != 0)  # field of view unchanged
+
+
+def test_seeds_reproduce_and_differ():
+    lm = echo_like()
+    a = deform_label_map(lm, DeformParams(), 7, sector_id=2)
+    b = deform_label_map(lm, DeformParams(), 7, sector_id=2)
+    c = deform_label_map(lm, DeformParams(), 8, sector_id=2)
+    assert a == b
+    assert a != c
+    assert a != lm
+
+
+def test_identity_parameters_give_the_input_back():
+    lm = echo_like()
+    assert deform_label_map(lm, DeformParams.identity(), 3, sector_id=2) == lm
+    zero = DeformParams(rotation_deg=0, translate_frac=0, scale=(1, 1), shear_deg=0,
+                        max_disp_px=0)
+    assert deform_label_map(lm, zero, 3, sector_id=2) == lm
+
+
+def test_without_keep_sector_the_fan_moves_too():
+    lm = echo_like()
+    v = deform_label_map(lm, DeformParams(keep_sector=False), 1, sector_id=2)
+    assert not np.array_equal(v.data != 0, lm.data != 0)
+
+
+def test_check_variant_reports_vanished_and_split_labels():
+    src = np.zeros((40, 40), np.uint8)
+    src[5:15, 5:15] = 1
+    src[25:35, 25:35] = 3
+    gone = src.copy()
+    gone[gone == 3] = 0
+    split = src.copy()
+    split[9:11, 5:15] = 0
+    assert check_variant(LabelMap(src), LabelMap(gone)) == ["label 3 vanished"]
+    assert any("split" in p for p in check_variant(LabelMap(src), LabelMap(split)))
+    assert check_variant(LabelMap(src), LabelMap(src)) == []
+
+
+def test_make_variants_skips_bad_ones_and_is_reproducible():
+    lm = echo_like()
+    a = make_variants(lm, 3, DeformParams(), seed=1, sector_id=2, source="x")
+    b = make_variants(lm, 3, DeformParams(), seed=1, sector_id=2, source="x")
+    assert [v.label_map for v in a] == [v.label_map for v in b]
+    assert all(not v.problems for v in a)
+    assert len({v.seed for v in a}) == 3
+
+
+def test_warp_drag_moves_the_label_toward_the_drag():
+    d = np.zeros((100, 100), np.uint8)
+    d[40:60, 40:60] = 1
+    box, new = warp_drag(d, (50, 50), (62, 50), radius=25)
+    out = d.copy()
+    y0, y1, x0, x1 = box
+    out[y0:y1, x0:x1] = new
+    cx_before = np.nonzero(d == 1)[1].mean()
+    cx_after = np.nonzero(out == 1)[1].mean()
+    assert cx_after > cx_before + 4
+    assert set(np.unique(out)) <= {0, 1}
+    assert warp_drag(d, (50, 50), (50, 50), 10) is None
+
+
+def test_transform_label_moves_and_scales_one_label():
+    d = np.zeros((100, 100), np.uint8)
+    d[40:60, 40:60] = 1
+    d[0:10, 0:10] = 2
+    box, new = transform_label(d, 1, dx=20, dy=0, scale=1.5)
+    out = d.copy()
+    y0, y1, x0, x1 = box
+    out[y0:y1, x0:x1] = new
+    ys, xs = np.nonzero(out == 1)
+    assert abs(xs.mean() - 69.5) < 2
+    assert (out == 1).sum() > 1.8 * 400
+    assert (out[0:10, 0:10] == 2).all()  # other labels untouched

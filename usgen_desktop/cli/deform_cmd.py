@@ -1,0 +1,132 @@
+"""`usgen deform`: many plausible label maps from a few real ones.
+
+    usgen deform --masks DATASET --n 5 --seed 0 --out DIR
+
+Writes ``DIR/masks/<source>_v<k>.png`` (index PNGs; images come later from generation), a
+``usgen.json`` with the schema so ``usgen generate --masks DIR`` reads them, and
+``manifest.jsonl`` (source, seed, parameters, problems). Re-running resumes: variants whose
+file and manifest line exist are skipped; equal seeds give identical variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from usgen_desktop.cli.export_cmd import _progress_bar
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "deform",
+        help="make random affine + elastic variants of label maps",
+        description="Random affine and elastic deformation of the label maps of a dataset "
+        "(nearest-neighbour, ids stay ids; the sector stays fixed). Defaults follow the "
+        "echocardiography reference work.",
+    )
+    p.add_argument("--masks", required=True, type=Path, metavar="DATASET",
+                   help="a dataset or project folder whose label maps are deformed")
+    p.add_argument("--n", type=int, default=5, help="variants per label map (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR")
+    p.add_argument("--keep-bad", action="store_true",
+                   help="keep variants where a label vanished or split (default: redraw them)")
+    p.add_argument("--no-keep-sector", action="store_true",
+                   help="deform the sector (field of view) too")
+    p.add_argument("--rotation", type=float, default=5.0, help="max rotation, degrees")
+    p.add_argument("--translate", type=float, default=0.05, help="max shift, fraction of size")
+    p.add_argument("--scale-min", type=float, default=0.8)
+    p.add_argument("--scale-max", type=float, default=1.05)
+    p.add_argument("--shear", type=float, default=5.0, help="max shear, degrees")
+    p.add_argument("--grid", type=int, default=10, help="elastic control points per side")
+    p.add_argument("--max-disp", type=float, default=30.0,
+                   help="max elastic displacement in px at 256 px (scaled with size)")
+    p.add_argument("--no-affine", action="store_true")
+    p.add_argument("--no-elastic", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from usgen_desktop.core.deform import DeformParams, make_variants
+    from usgen_desktop.core.tasks import Progress
+    from usgen_desktop.errors import UsgenError
+    from usgen_desktop.io import open_dataset
+    from usgen_desktop.io.atomic import write_png_atomic, write_text_atomic
+
+    if args.n < 1:
+        raise UsgenError("--n must be at least 1.")
+    params = DeformParams(
+        rotation_deg=args.rotation, translate_frac=args.translate,
+        scale=(args.scale_min, args.scale_max), shear_deg=args.shear,
+        grid=(args.grid, args.grid), max_disp_px=args.max_disp,
+        affine=not args.no_affine, elastic=not args.no_elastic,
+        keep_sector=not args.no_keep_sector,
+    )
+    result = open_dataset(args.masks)
+    for problem in result.problems:
+        print(f"usgen: {problem}", file=sys.stderr)
+    docs = [d for d in result.documents if d.labels.data.any()]
+    if not docs:
+        raise UsgenError(f"'{args.masks}' holds no label maps with any label to deform.")
+    schema = result.schema
+    out: Path = args.out
+    masks_dir = out / "masks"
+    try:
+        masks_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsgenError(f"Could not create '{masks_dir}' ({exc.strerror or exc}).") from exc
+    manifest = out / "manifest.jsonl"
+    done: set[str] = set()
+    if manifest.exists():
+        for line in manifest.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a line cut by an interrupt: that variant is redone
+            if (masks_dir / rec["file"]).exists():
+                done.add(rec["file"])
+    classes = {}
+    write_text_atomic(out / "usgen.json", json.dumps({"schema": schema.to_dict()}, indent=2))
+    update, close = _progress_bar("deform", args.quiet)
+    total = len(docs) * args.n
+    n_done = n_bad = 0
+    try:
+        with manifest.open("a", encoding="utf-8") as mf:
+            for doc in docs:
+                names = [f"{doc.name}_v{k}.png" for k in range(args.n)]
+                if klass := doc.klass:
+                    classes.update({n[:-4]: klass for n in names})
+                if all(n in done for n in names):
+                    n_done += args.n
+                    update(Progress(n_done, total))
+                    continue
+                variants = make_variants(
+                    doc.labels, args.n, params, args.seed, sector_id=schema.sector_id,
+                    skip_bad=not args.keep_bad, source=doc.name,
+                )
+                for v, name in zip(variants, names, strict=True):
+                    n_done += 1
+                    if name in done:
+                        continue
+                    write_png_atomic(masks_dir / name, v.label_map.data)
+                    n_bad += bool(v.problems)
+                    mf.write(json.dumps({
+                        "file": name, "source": doc.name, "source_uid": doc.uid,
+                        "class": doc.klass, "variant": v.index, "seed": v.seed,
+                        "base_seed": args.seed, "params": params.to_dict(),
+                        "problems": v.problems,
+                    }) + "\n")
+                    mf.flush()
+                update(Progress(n_done, total))
+    finally:
+        close()
+    sidecar = {"schema": schema.to_dict(), "classes": classes}
+    write_text_atomic(out / "usgen.json", json.dumps(sidecar, indent=2))
+    msg = f"usgen: {total} variants of {len(docs)} label maps in {masks_dir}"
+    if n_bad:
+        msg += f" ({n_bad} kept with a vanished or split label)"
+    print(msg, file=sys.stderr)
+    return 0

@@ -1,0 +1,284 @@
+"""Random and interactive deformation of label maps: many plausible maps from a few real ones.
+
+Affine (rotation, translation, scale, shear) and elastic (a smooth field from a coarse grid of
+random control-point displacements) warps, always resampled nearest-neighbour so ids stay ids.
+Defaults follow the echocardiography reference work (seeds/004): +-5 deg, 5 % shift, scale
+0.8-1.05, shear 5 deg, 10x10 control points, 30 px at 256 px scaled with the image. The sector
+(field of view) stays fixed and the deformed anatomy is clipped to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from usgen_desktop.core.labels import LabelMap
+from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn, no_progress
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class DeformParams:
+    """Ranges of the random deformation; ``max_disp_px`` is at 256 px, scaled with size."""
+
+    rotation_deg: float = 5.0
+    translate_frac: float = 0.05
+    scale: tuple[float, float] = (0.8, 1.05)
+    shear_deg: float = 5.0
+    grid: tuple[int, int] = (10, 10)
+    max_disp_px: float = 30.0
+    affine: bool = True
+    elastic: bool = True
+    keep_sector: bool = True
+
+    @classmethod
+    def identity(cls) -> DeformParams:
+        return cls(affine=False, elastic=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["scale"], d["grid"] = list(self.scale), list(self.grid)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DeformParams:
+        d = dict(d)
+        if "scale" in d:
+            d["scale"] = tuple(d["scale"])
+        if "grid" in d:
+            d["grid"] = tuple(int(g) for g in d["grid"])
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def variant_seed(base_seed: int, source: str, index: int) -> int:
+    """The seed of variant ``index`` of ``source``: independent of batch order and sharding."""
+    digest = hashlib.sha256(f"{int(base_seed)}:{source}:{int(index)}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def _affine_matrix(params: DeformParams, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A 2x3 matrix mapping OUTPUT pixel coordinates to INPUT ones (for cv2.remap-style use)."""
+    rot = math.radians(rng.uniform(-params.rotation_deg, params.rotation_deg))
+    shear = math.radians(rng.uniform(-params.shear_deg, params.shear_deg))
+    lo, hi = params.scale
+    s = rng.uniform(lo, hi)
+    tx = rng.uniform(-params.translate_frac, params.translate_frac) * w
+    ty = rng.uniform(-params.translate_frac, params.translate_frac) * h
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    # forward: x' = R * Sh * S * (x - c) + c + t
+    R = np.array([[math.cos(rot), -math.sin(rot)], [math.sin(rot), math.cos(rot)]])
+    Sh = np.array([[1.0, math.tan(shear)], [0.0, 1.0]])
+    A = R @ Sh @ (s * np.eye(2))
+    inv = np.linalg.inv(A)
+    c = np.array([cx, cy])
+    t = np.array([tx, ty])
+    # inverse: x = inv (x' - c - t) + c
+    offset = c - inv @ (c + t)
+    return np.hstack([inv, offset[:, None]])
+
+
+def _elastic_field(
+    params: DeformParams, rng: np.random.Generator, h: int, w: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth displacement field (dx, dy) from random control-point displacements."""
+    gy, gx = params.grid
+    disp = params.max_disp_px * (max(h, w) / 256.0)
+    cdx = rng.uniform(-disp, disp, size=(gy, gx)).astype(np.float32)
+    cdy = rng.uniform(-disp, disp, size=(gy, gx)).astype(np.float32)
+    dx = cv2.resize(cdx, (w, h), interpolation=cv2.INTER_CUBIC)
+    dy = cv2.resize(cdy, (w, h), interpolation=cv2.INTER_CUBIC)
+    return dx, dy
+
+
+def deform_label_map(
+    label_map: LabelMap,
+    params: DeformParams,
+    seed: int,
+    sector_id: int | None = None,
+) -> LabelMap:
+    """One random deformation of ``label_map`` (nearest-neighbour; same seed, same result).
+
+    With a ``sector_id`` and ``keep_sector``, the field of view (every non-zero pixel) stays
+    where it is; only the anatomy inside moves and is clipped to it, and pixels of the fan
+    that lose their anatomy become sector again.
+    """
+    data = label_map.data
+    h, w = data.shape
+    if not params.affine and not params.elastic:
+        return label_map.copy()
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    map_x, map_y = xx, yy
+    if params.affine:
+        M = _affine_matrix(params, rng, h, w).astype(np.float32)
+        map_x = M[0, 0] * xx + M[0, 1] * yy + M[0, 2]
+        map_y = M[1, 0] * xx + M[1, 1] * yy + M[1, 2]
+    if params.elastic:
+        dx, dy = _elastic_field(params, rng, h, w)
+        # compose: sample the affine-warped map at the elastically displaced position
+        sx = np.clip(xx + dx, 0, w - 1)
+        sy = np.clip(yy + dy, 0, h - 1)
+        map_x = cv2.remap(map_x, sx, sy, cv2.INTER_LINEAR)
+        map_y = cv2.remap(map_y, sx, sy, cv2.INTER_LINEAR)
+
+    # A map without any sector pixels (e.g. HC18 before its fan was drawn) has no fov to keep.
+    keep_sector = params.keep_sector and sector_id is not None and bool((data == sector_id).any())
+    if keep_sector:
+        fov = data != 0
+        anatomy = np.where(data == sector_id, 0, data).astype(np.uint8)
+        moved = cv2.remap(anatomy, map_x, map_y, cv2.INTER_NEAREST,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        out = np.where(fov, np.where(moved != 0, moved, sector_id), 0).astype(np.uint8)
+    else:
+        out = cv2.remap(data, map_x, map_y, cv2.INTER_NEAREST,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return LabelMap(out)
+
+
+def check_variant(
+    source: LabelMap, variant: LabelMap, ignore: tuple[int, ...] = (0,), min_fraction: float = 0.05
+) -> list[str]:
+    """Sentences describing labels that vanished, shrank to a sliver, or split into pieces."""
+    problems: list[str] = []
+    for lid in source.ids():
+        if lid in ignore:
+            continue
+        src = source.data == lid
+        var = variant.data == lid
+        if not var.any():
+            problems.append(f"label {lid} vanished")
+            continue
+        if var.sum() < min_fraction * src.sum():
+            problems.append(f"label {lid} shrank to {100 * var.sum() / src.sum():.0f} %")
+        n_src = cv2.connectedComponents(src.astype(np.uint8), connectivity=8)[0] - 1
+        n_var = cv2.connectedComponents(var.astype(np.uint8), connectivity=8)[0] - 1
+        if n_var > n_src:
+            problems.append(f"label {lid} split into {n_var} pieces (was {n_src})")
+    return problems
+
+
+@dataclass
+class Variant:
+    label_map: LabelMap
+    seed: int
+    index: int
+    problems: list[str] = field(default_factory=list)
+
+
+def make_variants(
+    label_map: LabelMap,
+    n: int,
+    params: DeformParams,
+    seed: int,
+    sector_id: int | None = None,
+    skip_bad: bool = True,
+    source: str = "",
+    progress: ProgressFn = no_progress,
+    cancel: CancelToken | None = None,
+    max_tries: int = 10,
+) -> list[Variant]:
+    """``n`` variants of one label map; with ``skip_bad``, variants whose labels vanished or
+    split are redrawn (next seed) up to ``max_tries`` times each, else kept with problems."""
+    out: list[Variant] = []
+    ignore = (0,) if sector_id is None else (0, sector_id)
+    for i in range(n):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        best: Variant | None = None
+        for attempt in range(max_tries if skip_bad else 1):
+            s = variant_seed(seed, source, i * 1000 + attempt)
+            v = deform_label_map(label_map, params, s, sector_id)
+            probs = check_variant(label_map, v, ignore=ignore)
+            best = Variant(v, s, i, probs)
+            if not probs:
+                break
+        assert best is not None
+        out.append(best)
+        progress(Progress(i + 1, n, f"variant {i + 1} of {n}"))
+    return out
+
+
+# -- interactive ---------------------------------------------------------------------------
+def warp_drag(
+    label_data: np.ndarray,
+    start_xy: tuple[float, float],
+    end_xy: tuple[float, float],
+    radius: float,
+    sector_id: int | None = None,
+) -> tuple[Box, np.ndarray] | None:
+    """Labels around ``start_xy`` follow the drag to ``end_xy`` with a smooth falloff.
+
+    Returns the changed box and its new values (apply with Document.set_region, one undo
+    step per drag), or None when nothing changes. The sector itself does not move.
+    """
+    h, w = label_data.shape
+    (x0, y0), (x1, y1) = start_xy, end_xy
+    dx, dy = x1 - x0, y1 - y0
+    if abs(dx) < 1e-6 and abs(dy) < 1e-6:
+        return None
+    r = max(2.0, float(radius))
+    reach = r + math.hypot(dx, dy)
+    by0, by1 = max(0, int(min(y0, y1) - reach)), min(h, int(max(y0, y1) + reach) + 2)
+    bx0, bx1 = max(0, int(min(x0, x1) - reach)), min(w, int(max(x0, x1) + reach) + 2)
+    if by0 >= by1 or bx0 >= bx1:
+        return None
+    yy, xx = np.mgrid[by0:by1, bx0:bx1].astype(np.float32)
+    # Backward map with a Gaussian-like falloff centred on where the drag ended.
+    d2 = (xx - x1) ** 2 + (yy - y1) ** 2
+    wgt = np.exp(-d2 / (2 * (r / 2) ** 2)).astype(np.float32)
+    src_x = np.clip(xx - dx * wgt, 0, w - 1)
+    src_y = np.clip(yy - dy * wgt, 0, h - 1)
+    region = label_data[by0:by1, bx0:bx1]
+    if sector_id is not None and (region == sector_id).any():
+        anatomy = np.where(label_data == sector_id, 0, label_data).astype(np.uint8)
+        moved = cv2.remap(anatomy, src_x, src_y, cv2.INTER_NEAREST)
+        new = np.where(region != 0, np.where(moved != 0, moved, sector_id), 0).astype(np.uint8)
+    else:
+        new = cv2.remap(np.ascontiguousarray(label_data), src_x, src_y, cv2.INTER_NEAREST)
+    if np.array_equal(new, region):
+        return None
+    return (by0, by1, bx0, bx1), new
+
+
+def transform_label(
+    label_data: np.ndarray,
+    label_id: int,
+    dx: float = 0.0,
+    dy: float = 0.0,
+    angle_deg: float = 0.0,
+    scale: float = 1.0,
+    fill_id: int = 0,
+) -> tuple[Box, np.ndarray] | None:
+    """Move, rotate and scale one label as a whole about its centroid.
+
+    The label's old pixels become ``fill_id`` (background, or the sector id in a fan); other
+    labels stay on top where the moved label would cover them.
+    """
+    mask = label_data == label_id
+    if not mask.any():
+        return None
+    h, w = label_data.shape
+    ys, xs = np.nonzero(mask)
+    cy, cx = float(ys.mean()), float(xs.mean())
+    M = cv2.getRotationMatrix2D((cx, cy), -angle_deg, scale)
+    M[0, 2] += dx
+    M[1, 2] += dy
+    moved = cv2.warpAffine(mask.astype(np.uint8), M, (w, h), flags=cv2.INTER_NEAREST) > 0
+    new = label_data.copy()
+    new[mask] = fill_id
+    free = (new == fill_id) | (new == 0)
+    new[moved & free] = label_id
+    changed = new != label_data
+    if not changed.any():
+        return None
+    rows = np.flatnonzero(changed.any(axis=1))
+    cols = np.flatnonzero(changed.any(axis=0))
+    box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+    y0, y1, x0, x1 = box
+    return box, new[y0:y1, x0:x1]

@@ -1,0 +1,338 @@
+"""The probe's field of view: a fan (curvilinear / phased) or a rectangle (linear).
+
+``detect_sector`` finds it in an image: threshold, clean up, and fit a parametric geometry so
+that text, calipers and scanner UI around the fan are not swallowed into it. ``Sector`` is
+what the user edits with handles and what rasterises into the schema's sector label.
+Angles are in degrees measured from straight down (negative to the image's left).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import cv2
+import numpy as np
+
+from usgen_desktop.core.labels import LabelMap
+
+KINDS = ("linear", "curvilinear", "phased")
+
+
+@dataclass(frozen=True)
+class Sector:
+    """A linear rectangle (x0, y0, x1, y1) or a fan (apex, radii, start/end angle)."""
+
+    kind: str = "curvilinear"
+    # fan
+    apex_x: float = 0.0
+    apex_y: float = 0.0
+    inner_radius: float = 0.0
+    outer_radius: float = 0.0
+    start_angle: float = -30.0
+    end_angle: float = 30.0
+    # rectangle
+    x0: float = 0.0
+    y0: float = 0.0
+    x1: float = 0.0
+    y1: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"Unknown probe geometry '{self.kind}' (use {', '.join(KINDS)}).")
+
+    @property
+    def is_fan(self) -> bool:
+        return self.kind != "linear"
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def rectangle(cls, x0: float, y0: float, x1: float, y1: float) -> Sector:
+        return cls(kind="linear", x0=min(x0, x1), y0=min(y0, y1), x1=max(x0, x1), y1=max(y0, y1))
+
+    @classmethod
+    def fan(
+        cls,
+        apex: tuple[float, float],
+        inner_radius: float,
+        outer_radius: float,
+        start_angle: float,
+        end_angle: float,
+        kind: str = "curvilinear",
+    ) -> Sector:
+        return cls(
+            kind=kind,
+            apex_x=float(apex[0]),
+            apex_y=float(apex[1]),
+            inner_radius=float(max(0.0, min(inner_radius, outer_radius))),
+            outer_radius=float(max(inner_radius, outer_radius)),
+            start_angle=float(min(start_angle, end_angle)),
+            end_angle=float(max(start_angle, end_angle)),
+        )
+
+    @classmethod
+    def default_for(cls, kind: str, height: int, width: int) -> Sector:
+        """A plausible geometry filling an empty canvas (for a mask drawn with no image)."""
+        if kind == "linear":
+            return cls.rectangle(0.05 * width, 0.03 * height, 0.95 * width - 1, 0.97 * height - 1)
+        if kind == "phased":
+            return cls.fan((width / 2, 0.02 * height), 0.0, 0.95 * height, -40, 40, "phased")
+        return cls.fan((width / 2, -0.45 * height), 0.5 * height, 1.4 * height, -32, 32)
+
+    # -- geometry ----------------------------------------------------------------------
+    def rasterize(self, shape: tuple[int, int]) -> np.ndarray:
+        """A boolean mask of the field of view at ``shape`` (height, width)."""
+        h, w = shape
+        if not self.is_fan:
+            mask = np.zeros((h, w), bool)
+            ya, yb = int(math.ceil(self.y0 - 1e-6)), int(math.floor(self.y1 + 1e-6)) + 1
+            xa, xb = int(math.ceil(self.x0 - 1e-6)), int(math.floor(self.x1 + 1e-6)) + 1
+            mask[max(0, ya) : max(0, yb), max(0, xa) : max(0, xb)] = True
+            return mask
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        dx, dy = xx - self.apex_x, yy - self.apex_y
+        r = np.hypot(dx, dy)
+        theta = np.degrees(np.arctan2(dx, dy))
+        return (
+            (r >= self.inner_radius)
+            & (r <= self.outer_radius)
+            & (theta >= self.start_angle)
+            & (theta <= self.end_angle)
+            & (dy >= 0)
+        )
+
+    def outline(self, n: int = 64) -> np.ndarray:
+        """The boundary as an (N, 2) array of (x, y) points, for drawing."""
+        if not self.is_fan:
+            return np.array(
+                [(self.x0, self.y0), (self.x1, self.y0), (self.x1, self.y1), (self.x0, self.y1)],
+                np.float64,
+            )
+        a = np.radians(np.linspace(self.start_angle, self.end_angle, n))
+        outer = np.stack([self.apex_x + self.outer_radius * np.sin(a),
+                          self.apex_y + self.outer_radius * np.cos(a)], 1)
+        inner = np.stack([self.apex_x + self.inner_radius * np.sin(a[::-1]),
+                          self.apex_y + self.inner_radius * np.cos(a[::-1])], 1)
+        return np.concatenate([outer, inner])
+
+    def _polar(self, radius: float, angle: float) -> tuple[float, float]:
+        a = math.radians(angle)
+        return (self.apex_x + radius * math.sin(a), self.apex_y + radius * math.cos(a))
+
+    def handles(self) -> dict[str, tuple[float, float]]:
+        """Named handle positions (x, y) the GUI lets the user drag."""
+        if not self.is_fan:
+            return {
+                "top_left": (self.x0, self.y0),
+                "bottom_right": (self.x1, self.y1),
+                "top_right": (self.x1, self.y0),
+                "bottom_left": (self.x0, self.y1),
+            }
+        mid = 0.5 * (self.start_angle + self.end_angle)
+        return {
+            "apex": (self.apex_x, self.apex_y),
+            "inner": self._polar(self.inner_radius, mid),
+            "outer": self._polar(self.outer_radius, mid),
+            "start": self._polar(self.outer_radius, self.start_angle),
+            "end": self._polar(self.outer_radius, self.end_angle),
+        }
+
+    def with_handle_moved(self, name: str, x: float, y: float) -> Sector:
+        """The geometry after dragging handle ``name`` to (x, y)."""
+        if not self.is_fan:
+            x0, y0, x1, y1 = self.x0, self.y0, self.x1, self.y1
+            if "left" in name:
+                x0 = x
+            if "right" in name:
+                x1 = x
+            if "top" in name:
+                y0 = y
+            if "bottom" in name:
+                y1 = y
+            return Sector.rectangle(x0, y0, x1, y1)
+        if name == "apex":
+            return replace(self, apex_x=x, apex_y=y)
+        r = math.hypot(x - self.apex_x, y - self.apex_y)
+        ang = math.degrees(math.atan2(x - self.apex_x, y - self.apex_y))
+        if name == "inner":
+            return replace(self, inner_radius=float(min(max(0.0, r), self.outer_radius - 1)))
+        if name == "outer":
+            return replace(self, outer_radius=float(max(r, self.inner_radius + 1)))
+        if name == "start":
+            return replace(self, start_angle=float(min(ang, self.end_angle - 1)))
+        if name == "end":
+            return replace(self, end_angle=float(max(ang, self.start_angle + 1)))
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        keep = ("kind", "x0", "y0", "x1", "y1") if not self.is_fan else (
+            "kind", "apex_x", "apex_y", "inner_radius", "outer_radius", "start_angle",
+            "end_angle")
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items() if k in keep}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Sector:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class SectorFit:
+    """The result of ``detect_sector``: the geometry, its mask, and how well it fits (0-1)."""
+
+    sector: Sector
+    mask: np.ndarray
+    confidence: float
+
+    @property
+    def kind(self) -> str:
+        return self.sector.kind
+
+
+def _imaged_region(gray: np.ndarray) -> np.ndarray:
+    """The bright-enough region with holes filled, thin UI removed, largest component kept."""
+    h, w = gray.shape
+    blur = cv2.GaussianBlur(gray, (0, 0), max(1.0, min(h, w) / 200))
+    # Tissue inside a fan is rarely below a few grey levels over a whole neighbourhood; the
+    # area outside is black (0-3). A low fixed threshold plus a relative one handles both.
+    t = max(6.0, 0.04 * float(np.percentile(blur, 99)))
+    mask = (blur > t).astype(np.uint8)
+    k = max(3, int(round(min(h, w) / 60)) | 1)
+    # Opening removes thin scale bars, caliper marks and text strokes outside the fan.
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
+                                                                            (k, k)))
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return np.zeros_like(mask, bool)
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    region = (comp == biggest).astype(np.uint8)
+    # Fill holes (anechoic fluid inside the fan): everything not reachable from outside.
+    padded = np.pad(region, 1)
+    ff = padded.copy()
+    cv2.floodFill(ff, None, (0, 0), 2)
+    filled = (ff != 2)[1:-1, 1:-1]
+    return filled
+
+
+def _robust_line(ys: np.ndarray, xs: np.ndarray, tol: float = 1.5) -> tuple[float, float, float]:
+    """Fit x = a*y + b to edge points by RANSAC, then least squares on the inliers.
+
+    The side of a fan is the longest straight run of edge points; points on the inner and
+    outer arcs, on a cropped border or on UI boxes bend away and fall out as outliers.
+    Returns (a, b, inlier fraction).
+    """
+    n = len(ys)
+    if n < 2:
+        return 0.0, float(xs.mean()) if n else 0.0, 0.0
+    rng = np.random.default_rng(0)  # deterministic: the same image gives the same fit
+    best_in = np.zeros(n, bool)
+    pairs = rng.integers(0, n, size=(300, 2))
+    for i, j in pairs:
+        if ys[i] == ys[j] or abs(ys[i] - ys[j]) < 0.1 * (ys.max() - ys.min()):
+            continue
+        a = (xs[j] - xs[i]) / (ys[j] - ys[i])
+        b = xs[i] - a * ys[i]
+        inl = np.abs(xs - (a * ys + b)) < tol
+        if inl.sum() > best_in.sum():
+            best_in = inl
+    if best_in.sum() < 2:
+        best_in = np.ones(n, bool)
+    a, b = np.polyfit(ys[best_in], xs[best_in], 1)
+    return float(a), float(b), float(best_in.mean())
+
+
+def _radii(region: np.ndarray, apex_x: float, apex_y: float) -> tuple[float, float]:
+    """Inner and outer radius from the first and last imaged row of each column.
+
+    Low and high percentiles rather than medians: dark tissue at the top of the fan, UI boxes
+    in a corner and a crop at the image border all move single columns, in one direction.
+    """
+    h, w = region.shape
+    cols = np.flatnonzero(region.any(axis=0))
+    first = region[:, cols].argmax(axis=0)
+    last = h - 1 - region[::-1, cols].argmax(axis=0)
+    d_first = np.hypot(cols - apex_x, first - apex_y)
+    d_last = np.hypot(cols - apex_x, last - apex_y)
+    r_in = float(np.percentile(d_first, 5))
+    r_out = float(np.percentile(d_last, 97))
+    return r_in, max(r_out, r_in + 1)
+
+
+def detect_sector(image: np.ndarray) -> SectorFit:
+    """Find the imaged region of an ultrasound image and fit a fan or a rectangle to it."""
+    gray = np.asarray(image)
+    if gray.ndim == 3:
+        gray = cv2.cvtColor(gray[..., :3].astype(np.uint8), cv2.COLOR_RGB2GRAY)
+    if gray.dtype != np.uint8:
+        g = gray.astype(np.float32)
+        g = (g - g.min()) / max(1e-6, float(g.max() - g.min())) * 255
+        gray = g.astype(np.uint8)
+    h, w = gray.shape
+    region = _imaged_region(gray)
+    if region.sum() < 0.01 * h * w:
+        full = Sector.rectangle(0, 0, w - 1, h - 1)
+        return SectorFit(full, full.rasterize((h, w)), 0.0)
+
+    rows = np.flatnonzero(region.any(axis=1))
+    ys, left, right = [], [], []
+    for y in rows:
+        xs = np.flatnonzero(region[y])
+        ys.append(y)
+        left.append(xs[0])
+        right.append(xs[-1])
+    ys_a = np.asarray(ys, np.float64)
+    left_a = np.asarray(left, np.float64)
+    right_a = np.asarray(right, np.float64)
+    # Edges on the image border are where the image was cropped, not the fan's side.
+    lsel = left_a > 1
+    rsel = right_a < w - 2
+    aL, bL, fL = _robust_line(ys_a[lsel], left_a[lsel]) if lsel.sum() > 5 else (0.0, 0.0, 0.0)
+    aR, bR, fR = (
+        _robust_line(ys_a[rsel], right_a[rsel]) if rsel.sum() > 5 else (0.0, w - 1.0, 0.0)
+    )
+    if lsel.sum() <= 5:
+        aL, bL = 0.0, 0.0
+    converge = aL - aR  # left edge goes left (a<0) and right goes right (a>0) for a fan
+    top, bottom = float(rows[0]), float(rows[-1])
+
+    candidates: list[Sector] = []
+    # Linear: robust extents.
+    x0 = float(np.percentile(left_a, 10))
+    x1 = float(np.percentile(right_a, 90))
+    candidates.append(Sector.rectangle(x0, top, x1, bottom))
+    if converge < -math.tan(math.radians(3)):
+        apex_y = (bR - bL) / (aL - aR)
+        apex_x = aL * apex_y + bL
+        r_in, r_out = _radii(region, apex_x, apex_y)
+        start, end = math.degrees(math.atan(aL)), math.degrees(math.atan(aR))
+        kind = "phased" if r_in < 0.08 * max(h, w) else "curvilinear"
+        if kind == "phased":
+            r_in = 0.0
+        candidates.append(Sector.fan((apex_x, apex_y), r_in, r_out, start, end, kind))
+
+    best, best_iou = candidates[0], -1.0
+    for cand in candidates:
+        m = cand.rasterize((h, w))
+        iou = float((m & region).sum()) / max(1, int((m | region).sum()))
+        if iou > best_iou + (0.01 if cand.is_fan else 0.0):
+            best, best_iou = cand, iou
+    return SectorFit(best, best.rasterize((h, w)), max(0.0, best_iou))
+
+
+def apply_sector(label_map: LabelMap, sector_mask: np.ndarray, sector_id: int) -> LabelMap:
+    """Clip anatomy to the fan and give unlabelled pixels inside it the sector id."""
+    data = label_map.data.copy()
+    inside = np.asarray(sector_mask, bool)
+    data[~inside] = 0
+    data[inside & (data == 0)] = sector_id
+    return LabelMap(data)
+
+
+def sector_from_labels(label_map: LabelMap, sector_id: int) -> Sector | None:
+    """Fit the geometry of the field of view of a label map that has a sector label."""
+    fov = label_map.data != 0
+    if not fov.any():
+        return None
+    img = np.where(fov, 200, 0).astype(np.uint8)
+    return detect_sector(img).sector
