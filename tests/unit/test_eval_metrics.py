@@ -149,3 +149,13 @@ def test_stratified_group_split_keeps_a_rare_class_on_both_sides():
         test_rare = sum(strata[i] == "rare" for i in test)
         assert test_rare == 4  # 20 % of the 10 rare groups, two images each
         assert not ({groups[i] for i in train} & {groups[i] for i in test})
+
+
+def test_group_split_is_pinned_because_the_default_model_holds_out_its_dev_split():
+    # scripts/train_default.py and benchmarks/bench_eval.py both derive the BUSI dev split from
+    # group_split(..., 0.2, 0, strata=classes); if this changes, the shipped model's dev
+    # split and the evaluation's stop matching and the model may have trained on the test set
+    groups = [f"g{i // 2}" for i in range(40)]
+    strata = ["a" if i < 20 else "b" for i in range(40)]
+    _, test = group_split(groups, 0.2, 0, strata=strata)
+    assert test.tolist() == [8, 9, 12, 13, 24, 25, 38, 39]
