@@ -1,0 +1,1 @@
+"""Generator backends, loaded by name through ``usgen_desktop.synthesis.request``."""

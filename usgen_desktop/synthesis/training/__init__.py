@@ -1,0 +1,1 @@
+"""Training of the generators (sdm, LoRA); torch is imported inside the functions."""
