@@ -351,11 +351,33 @@ _CACHE: dict[tuple, tuple] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def _devices():
-    # devices.py is owned by the generation engineer; imported lazily so a missing module
-    # surfaces as one clear error rather than an import failure of the whole backend
-    from usgen_desktop.synthesis import devices
+class _FallbackDevices:
+    """Stand-in used only while ``synthesis/devices.py`` (another module of the app) is absent:
+    CUDA when asked for and present, else the CPU."""
 
+    @staticmethod
+    def pick_device(pref: str = "auto") -> str:
+        pref = (pref or "auto").lower()
+        if pref == "cpu":
+            return "cpu"
+        if pref.startswith("cuda") or pref == "auto":
+            if torch.cuda.is_available():
+                return pref if pref.startswith("cuda") else "cuda"
+            if pref.startswith("cuda"):
+                raise UsgenError("No CUDA GPU is available on this computer; choose the CPU.")
+        return "cpu"
+
+    @staticmethod
+    def is_oom(exc: BaseException) -> bool:
+        return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc)
+
+
+def _devices():
+    # devices.py is owned by the generation engineer; use it whenever it is there
+    try:
+        from usgen_desktop.synthesis import devices
+    except ImportError:
+        return _FallbackDevices
     return devices
 
 
