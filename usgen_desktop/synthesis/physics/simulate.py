@@ -1,0 +1,311 @@
+"""A convolution-model ultrasound simulator: label map in, B-mode image out (numpy + scipy).
+
+The chain, per image, in beam space (depth x beam line; see ``geometry``):
+
+1. tissue properties per sample from the label map and the schema's presets (echogenicity with a
+   dark core, scatterer density, attenuation, posterior shadowing/enhancement, outside-the-fan);
+2. random scatterers: complex Gaussian amplitudes with a Poisson number of scatterers per sample
+   (density is given per resolution cell), so dense tissue gives fully developed speckle
+   (envelope mean/std = 1.91, Rayleigh) and sparse regions give brighter, sparser points;
+3. IQ = scatterers convolved (FFT) with the baseband point spread function: a Gaussian pulse
+   envelope axially (length from frequency and cycles) times a lateral beam profile whose width
+   grows with depth (wavelength x depth / aperture). The PSF is evaluated in a few depth zones and
+   blended, since a depth-varying PSF is not a single convolution;
+4. envelope |IQ|, attenuation accumulated along each beam with time-gain compensation for the
+   background tissue (so a more attenuating lesion shadows what lies beneath it), and the
+   preset's posterior gain in the columns behind a lesion;
+5. log compression into the dynamic range, then scan conversion into the image frame; pixels
+   outside the field of view are black.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from usgen_desktop.core.labels import LabelSchema
+from usgen_desktop.errors import UsgenError
+from usgen_desktop.synthesis.physics import geometry as geo
+
+SIM_VERSION = "speckle-1"
+SOUND_SPEED_MM_US = 1.54  # mm per microsecond: wavelength (mm) = 1.54 / f (MHz)
+
+# Probe defaults: a breast linear array vs abdominal curvilinear vs cardiac phased array.
+PROBE_DEFAULTS: dict[str, dict[str, float]] = {
+    "linear": {"frequency_mhz": 7.5, "depth_mm": 40.0, "aperture_mm": 12.0},
+    "curvilinear": {"frequency_mhz": 3.5, "depth_mm": 70.0, "aperture_mm": 20.0},
+    "phased": {"frequency_mhz": 2.5, "depth_mm": 140.0, "aperture_mm": 16.0},
+}
+
+
+@dataclass
+class SpeckleParams:
+    """Simulator settings. None means "the probe's default" (``PROBE_DEFAULTS``)."""
+
+    probe: str | None = None  # linear | curvilinear | phased; None: the schema's
+    frequency_mhz: float | None = None
+    depth_mm: float | None = None  # imaged depth (top of the field of view to its bottom)
+    aperture_mm: float | None = None
+    cycles: float = 3.0  # pulse length in cycles (axial resolution)
+    dynamic_range_db: float = 45.0
+    gain_db: float = 0.0
+    heterogeneity: float = 0.5  # tissue structure: std of log-echogenicity, smooth in space
+    zones: int = 3  # depth zones of the depth-dependent PSF
+    smooth_px: float = 0.8  # the scanner's display smoothing after log compression (0: none)
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any] | None) -> SpeckleParams:
+        """Read the simulator's keys of ``request.params`` (others belong to other backends)."""
+        out = cls()
+        names = {f.name for f in fields(cls)}
+        for key, value in (params or {}).items():
+            if key not in names or value is None:
+                continue
+            if key == "probe":
+                if value not in PROBE_DEFAULTS:
+                    raise UsgenError(
+                        f"Unknown probe '{value}' (choose linear, curvilinear or phased)."
+                    )
+                out.probe = str(value)
+                continue
+            try:
+                num = float(value)
+            except (TypeError, ValueError):
+                raise UsgenError(f"The speckle setting '{key}' must be a number.") from None
+            if not np.isfinite(num) or (num <= 0 and key not in ("gain_db", "heterogeneity", "smooth_px")):
+                raise UsgenError(f"The speckle setting '{key}' must be a positive number.")
+            setattr(out, key, int(num) if key == "zones" else num)
+        out.zones = max(1, min(int(out.zones), 8))
+        return out
+
+    def resolved(self, probe: str) -> SpeckleParams:
+        d = PROBE_DEFAULTS[probe]
+        return SpeckleParams(
+            probe=probe,
+            frequency_mhz=self.frequency_mhz or d["frequency_mhz"],
+            depth_mm=self.depth_mm or d["depth_mm"],
+            aperture_mm=self.aperture_mm or d["aperture_mm"],
+            cycles=self.cycles, dynamic_range_db=self.dynamic_range_db, gain_db=self.gain_db,
+            heterogeneity=max(0.0, self.heterogeneity), zones=self.zones,
+            smooth_px=self.smooth_px,
+        )
+
+
+@dataclass
+class SpeckleOutput:
+    """The image plus the intermediate envelope (beam space, before log compression)."""
+
+    image: np.ndarray  # uint8, the label map's size
+    envelope: np.ndarray  # float32 beam space, after gains, before log compression
+    beam_labels: np.ndarray  # uint8 label ids in beam space
+    geometry: geo.Geometry
+    params: SpeckleParams
+
+
+def tissue_tables(schema: LabelSchema, klass: str | None) -> dict[str, np.ndarray]:
+    """256-entry lookup tables (indexed by label id) of every tissue property."""
+    default = schema.tissue_for(0, klass)
+    keys = ("echogenicity", "density", "attenuation", "posterior", "core")
+    tables = {k: np.full(256, getattr(default, k), np.float32) for k in keys}
+    tables["outside"] = np.zeros(256, bool)
+    # Ids the schema does not know get the background's tissue, except outside-ness.
+    tables["outside"][0] = default.outside
+    for lab in schema.labels:
+        t = schema.tissue_for(lab.id, klass)
+        for k in keys:
+            tables[k][lab.id] = getattr(t, k)
+        tables["outside"][lab.id] = t.outside
+    return tables
+
+
+def choose_geometry(labels: np.ndarray, schema: LabelSchema, outside: np.ndarray,
+                    probe: str | None) -> tuple[geo.Geometry, str]:
+    """The beam geometry for this label map, and the probe kind whose defaults apply."""
+    fan = ~outside[labels]
+    kind = probe or schema.probe
+    if kind not in PROBE_DEFAULTS:
+        kind = "linear"
+    if kind == "linear" or fan.all():
+        return geo.linear(labels.shape), ("linear" if kind == "linear" else kind)
+    g = geo.estimate(fan)
+    return g, kind
+
+
+def _core_factor(labels: np.ndarray, core: np.ndarray) -> np.ndarray | None:
+    """Per-pixel darkening of region interiors (``core``), 1 at a region's edge."""
+    ids = [int(i) for i in np.flatnonzero(core > 0) if (labels == i).any()]
+    if not ids:
+        return None
+    import cv2
+
+    out = np.ones(labels.shape, np.float32)
+    for i in ids:
+        mask = (labels == i).astype(np.uint8)
+        dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+        depth = dist / max(float(dist.max()), 1.0)
+        ramp = np.clip((depth - 0.15) / 0.6, 0.0, 1.0)
+        ramp = ramp * ramp * (3 - 2 * ramp)  # smoothstep: no visible ring
+        out = np.where(mask > 0, 1.0 - core[i] * ramp, out).astype(np.float32)
+    return out
+
+
+def _structure(rng: np.random.Generator, shape: tuple[int, int], lateral_px: float) -> np.ndarray:
+    """Smooth random tissue structure (unit std), longer across the beam than along it:
+    fat lobules and fibres lie roughly parallel to the skin. Two scales: lobules and bands."""
+    import cv2
+
+    n_r, n_t = shape
+    field = np.zeros(shape, np.float32)
+    for rows, cols, weight in ((n_r // 16 + 2, n_t // 64 + 2, 1.0), (n_r // 3 + 2, n_t // 48 + 2, 0.7)):
+        lo = rng.standard_normal((max(2, rows), max(2, cols))).astype(np.float32)
+        layer = cv2.resize(lo, (n_t, n_r), interpolation=cv2.INTER_CUBIC)
+        field += weight * (layer - layer.mean()) / max(float(layer.std()), 1e-6)
+    return field / max(float(field.std()), 1e-6)
+
+
+def _gaussian_tf(n: int, sigma: float) -> np.ndarray:
+    """Fourier transform of a unit-peak sampled Gaussian of std ``sigma`` (samples)."""
+    k = np.fft.fftfreq(n).astype(np.float32)
+    return np.exp(-2.0 * (np.pi * sigma * k) ** 2).astype(np.float32)
+
+
+def simulate(labels: np.ndarray, schema: LabelSchema, klass: str | None, seed: int,
+             params: SpeckleParams | None = None) -> SpeckleOutput:
+    """Simulate one B-mode image for ``labels`` (uint8 HxW). Same seed, same image."""
+    from scipy import fft as sfft
+
+    labels = np.ascontiguousarray(labels, dtype=np.uint8)
+    tables = tissue_tables(schema, klass)
+    g, kind = choose_geometry(labels, schema, tables["outside"], (params or SpeckleParams()).probe)
+    p = (params or SpeckleParams()).resolved(kind)
+    rng = np.random.default_rng(int(seed))
+
+    # 1. tissue in the image frame (exact label boundaries), then into beam space
+    outside_px = tables["outside"][labels]
+    echo_img = tables["echogenicity"][labels]
+    core = _core_factor(labels, tables["core"])
+    if core is not None:
+        echo_img = echo_img * core
+    echo_img = np.where(outside_px, 0.0, echo_img).astype(np.float32)
+    beam_labels = geo.to_beam(labels, g, nearest=True)
+    echo = geo.to_beam(echo_img, g, nearest=False)
+    n_r, n_t = beam_labels.shape
+
+    # 2. resolution of the probe, in beam samples
+    mm_px = p.depth_mm / max(g.depth_px, 1.0)  # image pixels are square
+    row_mm = mm_px * (g.depth_px / max(n_r - 1, 1))  # one beam sample along depth
+    lam = SOUND_SPEED_MM_US / p.frequency_mhz
+    ax_fwhm_mm = 0.5 * p.cycles * lam * 1.2  # round-trip pulse length (~FWHM of its envelope)
+    sig_ax = max(0.7, ax_fwhm_mm / 2.355 / row_mm)
+    if g.kind == "linear":
+        col_mm = mm_px
+    else:
+        col_mm = None  # depends on depth: lateral width in angle below
+
+    def lateral_sigma(z_mm: float) -> float:
+        # Dynamic receive focusing: beam width ~ wavelength x depth / aperture, at least the
+        # aperture-limited width near the face.
+        width_mm = lam * max(z_mm / p.aperture_mm, 2.0) * 1.8
+        if g.kind == "linear":
+            sig = width_mm / 2.355 / col_mm
+        else:
+            r_px = g.radius[0] + z_mm / mm_px
+            col_px = max(r_px, 1.0) * (g.theta[1] - g.theta[0]) / max(n_t - 1, 1)
+            sig = width_mm / mm_px / 2.355 / col_px
+        return max(0.8, sig)
+
+    z_mid = 0.5 * p.depth_mm
+    cell = (2.355 * sig_ax) * (2.355 * lateral_sigma(z_mid))  # resolution cell, in samples
+
+    # 3. scatterers: amplitude x sqrt(Poisson count / mean count) x complex Gaussian
+    lam_px = tables["density"][beam_labels] / np.float32(max(cell, 1e-3))
+    amp = echo.astype(np.float32)
+    if p.heterogeneity > 0:
+        amp = amp * np.exp(p.heterogeneity * _structure(rng, (n_r, n_t), lateral_sigma(z_mid)))
+    noise = rng.standard_normal((2, n_r, n_t), dtype=np.float32)
+    sparse = lam_px < 4.0  # where counts are large, sqrt(n / mean) ~ 1: skip the draw
+    if sparse.any():
+        counts = rng.poisson(lam_px[sparse])
+        scale = np.ones((n_r, n_t), np.float32)
+        scale[sparse] = np.sqrt(counts / lam_px[sparse])
+        amp = amp * scale
+    scat = (noise[0] + 1j * noise[1]).astype(np.complex64) * (amp * np.float32(np.sqrt(0.5)))
+
+    # 4. IQ by FFT convolution with the depth-zoned PSF
+    zs = [(k + 0.5) / p.zones * p.depth_mm for k in range(p.zones)]
+    sig_lats = [lateral_sigma(z) for z in zs]
+    pad_r = int(3 * sig_ax) + 2
+    pad_t = int(3 * max(sig_lats)) + 2
+    fr, ft = sfft.next_fast_len(n_r + 2 * pad_r), sfft.next_fast_len(n_t + 2 * pad_t)
+    spec = sfft.fft2(scat, s=(fr, ft), workers=2)
+    h_ax = _gaussian_tf(fr, sig_ax)[:, None]
+    envs = []
+    for s_lat in sig_lats:
+        tf = h_ax * _gaussian_tf(ft, s_lat)[None, :]
+        # Unit output power for unit-power white scatterers (Parseval), in every zone.
+        tf = tf / np.float32(np.sqrt(np.mean(tf * tf)))
+        iq = sfft.ifft2(spec * tf, workers=2)
+        # Circular convolution: the PSF tails of the bottom rows wrap into the padding, not
+        # into the image, because the field sits at the start of the padded grid.
+        envs.append(np.abs(iq[:n_r, :n_t]).astype(np.float32))
+    if len(envs) == 1:
+        env = envs[0]
+    else:
+        depth = (np.arange(n_r, dtype=np.float32) + 0.5) / n_r * p.zones - 0.5
+        env = np.zeros((n_r, n_t), np.float32)
+        for k, e in enumerate(envs):
+            w = np.clip(1.0 - np.abs(depth - k), 0.0, 1.0)
+            if k == 0:
+                w[depth < 0] = 1.0
+            if k == len(envs) - 1:
+                w[depth > k] = 1.0
+            env += e * w[:, None]
+
+    # 5. attenuation with time-gain compensation for the background tissue, posterior gains
+    inside = ~tables["outside"][beam_labels]
+    alpha = tables["attenuation"][beam_labels]
+    if inside.any():
+        vals, counts = np.unique(beam_labels[inside], return_counts=True)
+        alpha_ref = float(tables["attenuation"][vals[counts.argmax()]])
+    else:
+        alpha_ref = float(alpha.mean())
+    dz_cm = row_mm / 10.0
+    excess_db = 2.0 * p.frequency_mhz * dz_cm * np.cumsum(
+        np.where(inside, alpha - alpha_ref, 0.0), axis=0, dtype=np.float32)
+    gain = np.power(np.float32(10.0), -excess_db / np.float32(20.0)).astype(np.float32)
+    gain *= _posterior_gain(beam_labels, tables, inside)
+    env *= gain
+
+    # 6. log compression and scan conversion
+    db = 20.0 * np.log10(env + 1e-6) + p.gain_db
+    grey = np.clip((db + 0.55 * p.dynamic_range_db) / p.dynamic_range_db, 0.0, 1.0)
+    grey = geo.to_image(grey.astype(np.float32), g)
+    if p.smooth_px > 0:
+        import cv2
+
+        grey = cv2.GaussianBlur(grey, (0, 0), sigmaX=p.smooth_px)
+    image = np.clip(grey * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    image[outside_px] = 0
+    return SpeckleOutput(image, env, beam_labels, g, p)
+
+
+def _posterior_gain(beam_labels: np.ndarray, tables: dict[str, np.ndarray],
+                    inside: np.ndarray) -> np.ndarray:
+    """Shadowing (< 1) or enhancement (> 1) in the beam lines behind each region."""
+    import cv2
+
+    gain = np.ones(beam_labels.shape, np.float32)
+    post = tables["posterior"]
+    for i in np.unique(beam_labels):
+        if post[i] == 1.0 or tables["outside"][i]:
+            continue
+        mask = beam_labels == i
+        if mask.all():
+            continue
+        behind = np.logical_and(np.maximum.accumulate(mask, axis=0), ~mask)
+        # Soft lateral edges; a region only a few samples wide casts a weak shadow.
+        soft = cv2.GaussianBlur(behind.astype(np.float32), (0, 0), sigmaX=2.5, sigmaY=1.5)
+        gain *= np.power(np.float32(post[i]), soft * inside).astype(np.float32)
+    return gain
