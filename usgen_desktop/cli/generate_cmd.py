@@ -1,0 +1,345 @@
+"""`usgen generate`: synthetic images for every label map of a dataset, sharded and resumable.
+
+Items: label map ``m`` (in the dataset's order) and repeat ``r`` make item ``i = m * K + r``
+(``K`` = ``--per-mask``); its seed is ``seed_for(--seed, i)``. ``--shard I/N`` (I from 1 to N)
+makes the items with ``i % N == I - 1``, so the N shards are disjoint, independent and together
+make exactly the unsharded run, file for file and byte for byte.
+
+Output: ``images/<case>.png`` + ``masks/<case>.png`` (``folder``) or nnU-Net v2
+``imagesTr/<case>_0000.png`` + ``labelsTr/<case>.png`` + ``dataset.json`` (``nnunet``), and one
+``manifest.jsonl`` line per pair with its provenance. Each pair is written under temporary names
+and renamed, and its manifest line goes in last; a run started again on the same folder skips
+the items whose files and line exist, so an interrupted run resumes where it stopped. (The pairs
+are written here rather than by ``usgen_desktop.export``, whose ``export_pairs`` takes finished
+documents in one call and cannot append pair by pair while a generation runs.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+RUN_FILE = "generate.json"  # what the run in this folder is, so a resume cannot mix two runs
+MANIFEST = "manifest.jsonl"
+FORMATS = ("folder", "nnunet")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate synthetic images for the label maps of a dataset",
+        description="Generate K synthetic images per label map with a backend (speckle needs "
+        "no model), writing image/mask pairs and manifest.jsonl. Shards (--shard I/N take the "
+        "items i with i %% N == I-1) are independent; a run started again resumes.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--masks", metavar="DATASET", help="dataset folder with label maps")
+    src.add_argument("--demo", action="store_true",
+                     help="use the demo label maps shipped with USGen (BUSI + HC18)")
+    p.add_argument("--backend", default="speckle", help="speckle (default), sdm or controlnet")
+    p.add_argument("--model", metavar="DIR", help="model folder (sdm, controlnet)")
+    p.add_argument("--per-mask", type=int, default=1, metavar="K", help="images per label map")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="base seed (default 0)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--format", default="folder", help="folder (default) or nnunet")
+    p.add_argument("--shard", default=None, metavar="I/N", help="make only shard I of N")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (diffusion backends)")
+    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance")
+    p.add_argument("--size", default=None, metavar="HxW", help="resize label maps first")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--class", dest="klass", default=None, metavar="C",
+                   help="class for every label map (default: each map's own class)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend setting, e.g. frequency_mhz=5 or dynamic_range_db=50")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+# -- argument parsing ------------------------------------------------------------------------
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"2/3"`` -> (2, 3); None -> (1, 1)."""
+    from usgen_desktop.errors import UsgenError
+
+    if not text:
+        return 1, 1
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UsgenError(f"--shard must look like 2/5, not '{text}'.") from None
+    if n < 1 or not 1 <= i <= n:
+        raise UsgenError(f"--shard {text}: the shard number must lie between 1 and {max(n, 1)}.")
+    return i, n
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    from usgen_desktop.errors import UsgenError
+
+    if not text:
+        return None
+    try:
+        h, w = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise UsgenError(f"--size must look like 256x256 (height x width), not '{text}'.") from None
+    if not (8 <= h <= 8192 and 8 <= w <= 8192):
+        raise UsgenError("--size must be between 8 and 8192 pixels on each side.")
+    return h, w
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    from usgen_desktop.errors import UsgenError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsgenError(f"--param must look like KEY=VALUE, not '{item}'.")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def shard_items(total: int, shard: tuple[int, int]) -> list[int]:
+    """The item indices of shard (I, N): ``i % N == I - 1``."""
+    i, n = shard
+    return [k for k in range(total) if k % n == i - 1]
+
+
+# -- the run ---------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    from usgen_desktop.errors import UsgenError
+    from usgen_desktop.synthesis.request import BACKENDS
+
+    if args.backend not in BACKENDS:
+        raise UsgenError(f"Unknown backend '{args.backend}' (choose one of {', '.join(BACKENDS)}).")
+    if args.format not in FORMATS:
+        raise UsgenError(f"Unknown format '{args.format}' (choose folder or nnunet).")
+    if args.per_mask < 1:
+        raise UsgenError("--per-mask must be at least 1.")
+    shard = parse_shard(args.shard)
+    size = parse_size(args.size)
+    params = parse_params(args.param)
+    out = Path(args.out).expanduser()
+    if args.demo:
+        from usgen_desktop.paths import resources_dir
+
+        demo = resources_dir() / "demo"
+        sources = [(demo, out / "busi"), (demo / "hc18", out / "hc18")]
+        sources = [(s, o) for s, o in sources if s.is_dir()]
+        if not sources:
+            raise UsgenError(f"The demo label maps are missing from '{demo}'.")
+    else:
+        sources = [(Path(args.masks).expanduser(), out)]
+    for src, dst in sources:
+        generate_dataset(src, dst, args, shard, size, params)
+    return 0
+
+
+def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tuple[int, int],
+                     size: tuple[int, int] | None, params: dict[str, Any]) -> int:
+    """Generate the items of ``shard`` for the dataset at ``masks`` into ``out``; returns how
+    many pairs this call wrote."""
+    from usgen_desktop.core.tasks import CancelToken, Progress
+    from usgen_desktop.errors import UsgenError
+    from usgen_desktop.export.layouts import LAYOUTS, LabelMapping, case_ids, dataset_folder
+    from usgen_desktop.io import open_dataset
+    from usgen_desktop.synthesis.request import GenerationRequest
+    from usgen_desktop.synthesis.request import run as run_request
+
+    found = open_dataset(masks)
+    docs = [d for d in found.documents if d.labels is not None]
+    if not docs:
+        raise UsgenError(f"'{masks}' holds no label maps to generate from.")
+    schema = found.schema
+    names = [d.name for d in docs]
+    classes = [args.klass or d.tags.get("class") for d in docs]
+    model_dir = args.model
+    if args.backend == "sdm" and not model_dir:
+        from usgen_desktop.paths import models_dir
+
+        default = models_dir() / "sdm-default"
+        model_dir = str(default) if default.is_dir() else None
+    if model_dir and not Path(model_dir).expanduser().is_dir():
+        raise UsgenError(f"The model folder '{model_dir}' does not exist.")
+
+    steps = args.steps if args.steps is not None else (1 if args.backend == "speckle" else 25)
+    request = GenerationRequest(
+        label_maps=[d.labels for d in docs], schema=schema, backend=args.backend,
+        model_dir=model_dir, classes=classes, seed=args.seed, steps=steps,
+        guidance=args.guidance, size=size, count=args.per_mask, device=args.device,
+        params=params,
+    )
+    request.validate()
+
+    layout = LAYOUTS[args.format]
+    target = dataset_folder(out, args.format, "USGenSynthetic", 501)
+    # Everything that decides the images, but not the shard: shards share one folder.
+    signature = {
+        "masks": str(masks.resolve()), "names": names, "backend": args.backend,
+        "model_dir": model_dir, "per_mask": args.per_mask, "seed": args.seed, "steps": steps,
+        "guidance": args.guidance, "size": list(size) if size else None, "classes": classes,
+        "params": params, "format": args.format,
+    }
+    _claim_folder(target, signature)
+    # Label ids are remapped for nnU-Net from every map (not this shard's), so shards agree.
+    used = {int(i) for d in docs for i in d.labels.ids()}
+    mapping = LabelMapping.build(schema, used, consecutive=layout.remap)
+    map_cases = case_ids(names)
+    total = len(docs) * args.per_mask
+    done = _finished_items(target, layout)
+    todo = [i for i in shard_items(total, shard) if i not in done]
+    request.items = todo
+    if not todo:
+        _write_description(target, args.format, mapping, schema, layout)
+        print(f"usgen: nothing to do in '{target}': all {len(shard_items(total, shard))} "
+              "items of this shard are finished.", file=sys.stderr)
+        return 0
+
+    bar = _progress_bar(len(todo), disabled=args.no_progress, what=masks.name)
+    written = 0
+
+    def progress(p: Progress) -> None:
+        if bar is not None and p.total:
+            bar.total = p.total
+            bar.n = p.done
+            bar.refresh()
+
+    def on_result(res: Any) -> None:
+        nonlocal written
+        m, r = divmod(res.index, args.per_mask)
+        case = f"{map_cases[m]}_{r:03d}"
+        _write_pair(target, layout, case, res, mapping, docs[m], schema)
+        written += 1
+
+    cancel = CancelToken()
+    try:
+        run_request(request, progress, cancel, on_result=on_result)
+    finally:
+        if bar is not None:
+            bar.close()
+        _write_description(target, args.format, mapping, schema, layout)
+    print(f"usgen: wrote {written} pairs to '{target}' ({len(done)} were already there).",
+          file=sys.stderr)
+    return written
+
+
+def _progress_bar(total: int, disabled: bool, what: str) -> Any:
+    if disabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=f"generate {what}", unit="step", file=sys.stderr,
+                dynamic_ncols=True)
+
+
+def _claim_folder(target: Path, signature: dict[str, Any]) -> None:
+    """Create ``target`` or check it holds this same run (to resume), never a different one."""
+    from usgen_desktop.errors import ExportError
+    from usgen_desktop.io.atomic import dumps_json, write_text_atomic
+
+    path = target / RUN_FILE
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        if old != json.loads(dumps_json(signature)):
+            raise ExportError(
+                f"'{target}' holds a different generation run; choose an empty folder or "
+                "repeat that run's settings to resume it."
+            )
+        return
+    if target.exists() and any(p for p in target.iterdir() if not p.name.startswith(".")):
+        raise ExportError(f"'{target}' is not empty; choose an empty folder for the output.")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, dumps_json(signature))
+    except OSError as exc:
+        raise ExportError(f"Could not write to '{target}' ({exc.strerror or exc}).") from exc
+
+
+def _finished_items(target: Path, layout: Any) -> set[int]:
+    """Items whose manifest line and both files exist (a torn last line is ignored)."""
+    done: set[int] = set()
+    path = target / MANIFEST
+    if not path.is_file():
+        return done
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if (target / rec.get("image", "\0")).is_file() and (target / rec.get("label", "\0")).is_file():
+            done.add(int(rec["item"]))
+    return done
+
+
+def _write_pair(target: Path, layout: Any, case: str, res: Any, mapping: Any, doc: Any,
+                schema: Any) -> None:
+    from usgen_desktop.errors import ExportError
+    from usgen_desktop.io.atomic import dumps_json, encode_png, temp_name
+
+    image_path = target / layout.image_rel(case)
+    label_path = target / layout.label_rel(case)
+    labels = res.label_map.data if mapping.is_identity else mapping.apply(res.label_map.data)
+    rec = {
+        "case": case,
+        "item": res.index,
+        "image": layout.image_rel(case),
+        "label": layout.label_rel(case),
+        "name": doc.name,
+        "source": str(doc.image.source) if doc.image is not None and doc.image.source else None,
+        "class": res.provenance.get("class"),
+        "schema": schema.name,
+        "label_mapping": {str(k): v for k, v in mapping.to_export.items()},
+        "height": int(res.image.shape[0]),
+        "width": int(res.image.shape[1]),
+        "provenance": res.provenance,
+    }
+    try:
+        image_path.parent.mkdir(parents=True, exist_ok=True)
+        label_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_i, tmp_l = temp_name(image_path), temp_name(label_path)
+        tmp_i.write_bytes(encode_png(res.image))
+        tmp_l.write_bytes(encode_png(labels))
+        os.replace(tmp_i, image_path)
+        os.replace(tmp_l, label_path)
+        # O_APPEND keeps lines of shards writing into one folder from interleaving.
+        with open(target / MANIFEST, "a", encoding="utf-8") as f:
+            f.write(dumps_json(rec, indent=None) + "\n")
+    except OSError as exc:
+        raise ExportError(
+            f"Could not write '{image_path.name}' to '{target}' ({exc.strerror or exc}); "
+            "finished pairs were kept."
+        ) from exc
+
+
+def _write_description(target: Path, fmt: str, mapping: Any, schema: Any, layout: Any) -> None:
+    """dataset.json (nnU-Net) and the schema, from every finished pair in the folder."""
+    from usgen_desktop.export.layouts import dataset_json
+    from usgen_desktop.io.atomic import dumps_json, write_text_atomic
+
+    cases = []
+    path = target / MANIFEST
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                cases.append(json.loads(line)["case"])
+            except (ValueError, KeyError):
+                continue
+    cases = sorted(set(cases))
+    try:
+        desc = dataset_json(fmt, "USGenSynthetic", mapping, cases, layout)
+        if desc is not None:
+            write_text_atomic(target / "dataset.json", dumps_json(desc))
+        write_text_atomic(target / "usgen_schema.json",
+                          mapping.schema_for_export(schema).to_json(), fsync=False)
+    except OSError:
+        pass  # the pairs and manifest are what matter; a description can be rewritten
