@@ -51,11 +51,35 @@ def linear(shape: tuple[int, int]) -> Geometry:
 def estimate(fan: np.ndarray) -> Geometry:
     """Fit the probe geometry to a boolean field-of-view mask (True inside the fan).
 
-    No outside pixels, or side edges that do not converge, give a linear geometry.
+    Uses ``core.sector``'s fit (robust edges, fan vs rectangle by overlap) and falls back to a
+    plain two-line fit. No outside pixels, or side edges that do not converge, give linear.
     """
     h, w = fan.shape
     if fan.all() or not fan.any():
         return linear((h, w))
+    try:
+        from usgen_desktop.core.sector import detect_sector
+
+        sec = detect_sector(np.where(fan, 200, 0).astype(np.uint8)).sector
+    except Exception:  # noqa: BLE001 - an odd mask falls back to the simple fit below
+        sec = None
+    if sec is not None:
+        if not sec.is_fan:
+            return linear((h, w))
+        t0, t1 = np.radians(sec.start_angle), np.radians(sec.end_angle)
+        yy, xx = np.nonzero(fan)
+        r = np.hypot(xx - sec.apex_x, yy - sec.apex_y)
+        pad_t = 1.5 / max(float(r.max()), 1.0)
+        return Geometry(
+            "sector", (h, w), (float(sec.apex_x), float(sec.apex_y)),
+            (float(min(t0, t1)) - pad_t, float(max(t0, t1)) + pad_t),
+            (max(0.0, float(r.min()) - 1.5), float(r.max()) + 1.5),
+        )
+    return _estimate_simple(fan)
+
+
+def _estimate_simple(fan: np.ndarray) -> Geometry:
+    h, w = fan.shape
     rows = np.flatnonzero(fan.any(axis=1))
     top, bottom = int(rows[0]), int(rows[-1])
     span = bottom - top
