@@ -191,6 +191,7 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
     mapping = LabelMapping.build(schema, used, consecutive=layout.remap)
     map_cases = case_ids(names)
     total = len(docs) * args.per_mask
+    _drop_torn_line(target / MANIFEST)
     done = _finished_items(target, layout)
     todo = [i for i in shard_items(total, shard) if i not in done]
     request.items = todo
@@ -263,6 +264,24 @@ def _claim_folder(target: Path, signature: dict[str, Any]) -> None:
         write_text_atomic(path, dumps_json(signature))
     except OSError as exc:
         raise ExportError(f"Could not write to '{target}' ({exc.strerror or exc}).") from exc
+
+
+def _drop_torn_line(path: Path) -> None:
+    """Cut a half-written last line (a run killed mid-write), so the next line appended is not
+    glued to it."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return
+    if not data or data.endswith(b"\n"):
+        return
+    try:
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+    except OSError as exc:
+        from usgen_desktop.errors import ExportError
+
+        raise ExportError(f"Could not repair '{path}' ({exc.strerror or exc}).") from exc
 
 
 def _finished_items(target: Path, layout: Any) -> set[int]:
