@@ -229,12 +229,15 @@ class GalleryWidget(QWidget):
         self.list.setViewMode(QListView.ViewMode.IconMode)
         self.list.setIconSize(QSize(THUMB, THUMB))
         self.list.setGridSize(QSize(THUMB + 16, THUMB + 34))
+        # one strip that scrolls sideways: label map, then its images, then the next group
+        self.list.setFlow(QListView.Flow.LeftToRight)
+        self.list.setWrapping(False)
         self.list.setResizeMode(QListView.ResizeMode.Adjust)
         self.list.setMovement(QListView.Movement.Static)
         self.list.setWordWrap(True)
         self.list.setUniformItemSizes(True)
         self.list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
-        self.list.setMinimumHeight(THUMB + 40)
+        self.list.setMinimumHeight(THUMB + 56)
         self.list.currentItemChanged.connect(self._on_current_changed)
         self.list.itemSelectionChanged.connect(self._update_buttons)
 
@@ -440,7 +443,7 @@ class GalleryWidget(QWidget):
                                      THUMB)
         pix = QPixmap.fromImage(rgb_to_qimage(label_colors(labels, item.schema)))
         name = item.source.name if item.source is not None else "label map"
-        tile = QListWidgetItem(QIcon(_fit(pix)), f"▸ {name}")
+        tile = QListWidgetItem(_icon(_fit(pix)), f"▸ {name}")
         tile.setData(_ROLE_KEY, item.source_key())
         tile.setToolTip(f"The label map '{name}'; its generated images follow")
         tile.setFlags(Qt.ItemFlag.ItemIsEnabled)  # a header cannot be selected or accepted
@@ -464,7 +467,7 @@ class GalleryWidget(QWidget):
             p.setPen(QColor(255, 255, 255))
             p.drawText(QRectF(pix.width() - 22, 4, 18, 18), Qt.AlignmentFlag.AlignCenter, "✓")
             p.end()
-        return QIcon(pix)
+        return _icon(pix)
 
     def _caption(self, item: GalleryItem) -> str:
         mark = "✓ " if item.status == "accepted" else ""
@@ -506,6 +509,13 @@ class GalleryWidget(QWidget):
         self.accept_all_button.setEnabled(
             any(i.status != "accepted" for i in self.items.values())
         )
+
+
+def _icon(pix: QPixmap) -> QIcon:
+    """An icon that looks the same selected: the default blue tint hides the image."""
+    icon = QIcon(pix)
+    icon.addPixmap(pix, QIcon.Mode.Selected)
+    return icon
 
 
 def _fit(pix: QPixmap) -> QPixmap:
