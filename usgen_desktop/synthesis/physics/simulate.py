@@ -241,27 +241,34 @@ def simulate(labels: np.ndarray, schema: LabelSchema, klass: str | None, seed: i
     fr, ft = sfft.next_fast_len(n_r + 2 * pad_r), sfft.next_fast_len(n_t + 2 * pad_t)
     spec = sfft.fft2(scat, s=(fr, ft), workers=2)
     h_ax = _gaussian_tf(fr, sig_ax)[:, None]
-    envs = []
+    iqs = []
     for s_lat in sig_lats:
         tf = h_ax * _gaussian_tf(ft, s_lat)[None, :]
         # Unit output power for unit-power white scatterers (Parseval), in every zone.
         tf = tf / np.float32(np.sqrt(np.mean(tf * tf)))
-        iq = sfft.ifft2(spec * tf, workers=2)
         # Circular convolution: the PSF tails of the bottom rows wrap into the padding, not
         # into the image, because the field sits at the start of the padded grid.
-        envs.append(np.abs(iq[:n_r, :n_t]).astype(np.float32))
-    if len(envs) == 1:
-        env = envs[0]
+        iqs.append(sfft.ifft2(spec * tf, workers=2)[:n_r, :n_t])
+    if len(iqs) == 1:
+        iq = iqs[0]
     else:
+        # Blend the complex IQ, not envelopes: a linear, depth-varying filter keeps the
+        # Gaussian statistics of the field (so the envelope stays Rayleigh between zones).
         depth = (np.arange(n_r, dtype=np.float32) + 0.5) / n_r * p.zones - 0.5
-        env = np.zeros((n_r, n_t), np.float32)
-        for k, e in enumerate(envs):
+        iq = np.zeros((n_r, n_t), np.complex64)
+        weights = []
+        for k in range(len(iqs)):
             w = np.clip(1.0 - np.abs(depth - k), 0.0, 1.0)
             if k == 0:
                 w[depth < 0] = 1.0
-            if k == len(envs) - 1:
+            if k == len(iqs) - 1:
                 w[depth > k] = 1.0
-            env += e * w[:, None]
+            weights.append(w)
+        # Weights sum to 1: neighbouring zones' fields are nearly the same (same scatterers,
+        # similar PSFs), so this keeps the mean intensity flat across zone boundaries.
+        for w, part in zip(weights, iqs, strict=True):
+            iq += part * w[:, None]
+    env = np.abs(iq).astype(np.float32)
 
     # 5. attenuation with time-gain compensation for the background tissue, posterior gains
     inside = ~tables["outside"][beam_labels]
