@@ -1,7 +1,8 @@
 """Sector detection on synthetic fans and rectangles with known geometry, and its editing.
 
 Tolerances: apex within 3 px (or 3 % of its distance above the image: a far apex is
-extrapolated from the side edges), side angles within 1.5 deg, inner radius within 3 px, and the
+extrapolated from the side edges; 4 px for a fan cut by a display crop, whose visible sides are
+shorter), side angles within 1.5 deg, inner radius within 3 px, and the
 rasterised fit overlapping the true field of view with IoU > 0.95.
 """
 
@@ -102,3 +103,34 @@ def test_default_sector_for_an_empty_canvas_is_inside():
     for kind in ("linear", "curvilinear", "phased"):
         m = Sector.default_for(kind, 200, 300).rasterize((200, 300))
         assert 0.3 < m.mean() < 0.98
+
+
+@pytest.mark.parametrize(
+    "truth",
+    [
+        # zoomed and panned: the right side of the fan is cut by the display, only the left
+        # side and the inner arc tell where the apex is
+        Sector.fan((100, -150), 160, 400, -30, 30).with_crop(0, 0, 250, 239),
+        # both sides visible, a vertical display edge on the right
+        Sector.fan((160, -80), 90, 330, -30, 30).with_crop(0, 0, 250, 239),
+    ],
+)
+def test_fan_seen_through_a_display_crop(truth):
+    fit = detect_sector(scan(truth))
+    s = fit.sector
+    assert s.kind == "curvilinear"
+    tol = max(4.0, 0.03 * abs(truth.apex_y))  # shorter visible sides: 4 px, not 3
+    assert abs(s.apex_x - truth.apex_x) < tol and abs(s.apex_y - truth.apex_y) < tol
+    assert abs(s.start_angle - truth.start_angle) < 1.5
+    assert abs(s.inner_radius - truth.inner_radius) < 3
+    assert iou(fit.mask, truth.rasterize((240, 320))) > 0.95
+    assert not fit.mask[10:80, 312:].any()  # the scale bar right of the crop
+
+
+def test_crop_survives_dict_round_trip_and_clips_the_outline():
+    s = Sector.fan((100, -150), 160, 400, -30, 30).with_crop(0, 0, 250, 239)
+    assert s.has_crop and not Sector.fan((1, 1), 0, 5, -5, 5).has_crop
+    back = Sector.from_dict(s.to_dict())
+    assert np.array_equal(back.rasterize((240, 320)), s.rasterize((240, 320)))
+    pts = s.outline(64)
+    assert pts[:, 0].max() <= 250 + 1e-6 and pts[:, 1].max() <= 239 + 1e-6

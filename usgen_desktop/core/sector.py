@@ -32,7 +32,8 @@ class Sector:
     outer_radius: float = 0.0
     start_angle: float = -30.0
     end_angle: float = 30.0
-    # rectangle
+    # rectangle (linear); for a fan, when x1 > x0, the display crop the fan is seen through
+    # (scanners zoom and pan, so the imaged region is often fan AND rectangle)
     x0: float = 0.0
     y0: float = 0.0
     x1: float = 0.0
@@ -45,6 +46,21 @@ class Sector:
     @property
     def is_fan(self) -> bool:
         return self.kind != "linear"
+
+    @property
+    def has_crop(self) -> bool:
+        """A fan seen through a display crop rectangle (x0, y0, x1, y1)."""
+        return self.is_fan and self.x1 > self.x0 and self.y1 > self.y0
+
+    def with_crop(self, x0: float, y0: float, x1: float, y1: float) -> Sector:
+        return replace(self, x0=min(x0, x1), y0=min(y0, y1), x1=max(x0, x1), y1=max(y0, y1))
+
+    def _rect_mask(self, h: int, w: int) -> np.ndarray:
+        mask = np.zeros((h, w), bool)
+        ya, yb = int(math.ceil(self.y0 - 1e-6)), int(math.floor(self.y1 + 1e-6)) + 1
+        xa, xb = int(math.ceil(self.x0 - 1e-6)), int(math.floor(self.x1 + 1e-6)) + 1
+        mask[max(0, ya) : max(0, yb), max(0, xa) : max(0, xb)] = True
+        return mask
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -85,22 +101,19 @@ class Sector:
         """A boolean mask of the field of view at ``shape`` (height, width)."""
         h, w = shape
         if not self.is_fan:
-            mask = np.zeros((h, w), bool)
-            ya, yb = int(math.ceil(self.y0 - 1e-6)), int(math.floor(self.y1 + 1e-6)) + 1
-            xa, xb = int(math.ceil(self.x0 - 1e-6)), int(math.floor(self.x1 + 1e-6)) + 1
-            mask[max(0, ya) : max(0, yb), max(0, xa) : max(0, xb)] = True
-            return mask
+            return self._rect_mask(h, w)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         dx, dy = xx - self.apex_x, yy - self.apex_y
         r = np.hypot(dx, dy)
         theta = np.degrees(np.arctan2(dx, dy))
-        return (
+        fan = (
             (r >= self.inner_radius)
             & (r <= self.outer_radius)
             & (theta >= self.start_angle)
             & (theta <= self.end_angle)
             & (dy >= 0)
         )
+        return fan & self._rect_mask(h, w) if self.has_crop else fan
 
     def outline(self, n: int = 64) -> np.ndarray:
         """The boundary as an (N, 2) array of (x, y) points, for drawing."""
@@ -114,7 +127,8 @@ class Sector:
                           self.apex_y + self.outer_radius * np.cos(a)], 1)
         inner = np.stack([self.apex_x + self.inner_radius * np.sin(a[::-1]),
                           self.apex_y + self.inner_radius * np.cos(a[::-1])], 1)
-        return np.concatenate([outer, inner])
+        poly = np.concatenate([outer, inner])
+        return _clip_polygon(poly, (self.x0, self.y0, self.x1, self.y1)) if self.has_crop else poly
 
     def _polar(self, radius: float, angle: float) -> tuple[float, float]:
         a = math.radians(angle)
@@ -167,14 +181,37 @@ class Sector:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        keep = ("kind", "x0", "y0", "x1", "y1") if not self.is_fan else (
+        keep: tuple[str, ...] = ("kind", "x0", "y0", "x1", "y1") if not self.is_fan else (
             "kind", "apex_x", "apex_y", "inner_radius", "outer_radius", "start_angle",
             "end_angle")
+        if self.has_crop:
+            keep += ("x0", "y0", "x1", "y1")
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items() if k in keep}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Sector:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def _clip_polygon(poly: np.ndarray, rect: tuple[float, float, float, float]) -> np.ndarray:
+    """Sutherland-Hodgman: the part of ``poly`` (N, 2) inside the rectangle (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = rect
+    edges = ((0, x0, 1), (0, x1, -1), (1, y0, 1), (1, y1, -1))  # (axis, bound, inside sign)
+    pts = [tuple(p) for p in poly]
+    for axis, bound, sign in edges:
+        if not pts:
+            break
+        src, pts = pts, []
+        for i, cur in enumerate(src):
+            prev = src[i - 1]
+            cin = sign * (cur[axis] - bound) >= 0
+            pin = sign * (prev[axis] - bound) >= 0
+            if cin != pin:
+                t = (bound - prev[axis]) / (cur[axis] - prev[axis])
+                pts.append((prev[0] + t * (cur[0] - prev[0]), prev[1] + t * (cur[1] - prev[1])))
+            if cin:
+                pts.append(cur)
+    return np.asarray(pts, np.float64).reshape(-1, 2)
 
 
 @dataclass(frozen=True)
@@ -215,31 +252,36 @@ def _imaged_region(gray: np.ndarray) -> np.ndarray:
     return filled
 
 
-def _robust_line(ys: np.ndarray, xs: np.ndarray, tol: float = 1.5) -> tuple[float, float, float]:
+def _robust_line(
+    ys: np.ndarray, xs: np.ndarray, slope: tuple[float, float], tol: float = 1.5
+) -> tuple[float, float, int]:
     """Fit x = a*y + b to edge points by RANSAC, then least squares on the inliers.
 
-    The side of a fan is the longest straight run of edge points; points on the inner and
-    outer arcs, on a cropped border or on UI boxes bend away and fall out as outliers.
-    Returns (a, b, inlier fraction).
+    The side of a fan is the longest straight run of edge points whose slope lies in
+    ``slope`` (a fan widens downwards); points on the arcs, on a vertical display crop, on UI
+    boxes or on a cropped border fall out as outliers. Returns (a, b, inlier count).
     """
     n = len(ys)
-    if n < 2:
-        return 0.0, float(xs.mean()) if n else 0.0, 0.0
+    if n < 6:
+        return 0.0, 0.0, 0
     rng = np.random.default_rng(0)  # deterministic: the same image gives the same fit
     best_in = np.zeros(n, bool)
-    pairs = rng.integers(0, n, size=(300, 2))
-    for i, j in pairs:
-        if ys[i] == ys[j] or abs(ys[i] - ys[j]) < 0.1 * (ys.max() - ys.min()):
+    span = ys.max() - ys.min()
+    for i, j in rng.integers(0, n, size=(400, 2)):
+        if abs(ys[i] - ys[j]) < max(2.0, 0.1 * span):
             continue
         a = (xs[j] - xs[i]) / (ys[j] - ys[i])
-        b = xs[i] - a * ys[i]
-        inl = np.abs(xs - (a * ys + b)) < tol
+        if not slope[0] <= a <= slope[1]:
+            continue
+        inl = np.abs(xs - (a * ys + xs[i] - a * ys[i])) < tol
         if inl.sum() > best_in.sum():
             best_in = inl
-    if best_in.sum() < 2:
-        best_in = np.ones(n, bool)
+    if best_in.sum() < 6:
+        return 0.0, 0.0, 0
     a, b = np.polyfit(ys[best_in], xs[best_in], 1)
-    return float(a), float(b), float(best_in.mean())
+    if not slope[0] <= a <= slope[1]:
+        return 0.0, 0.0, 0
+    return float(a), float(b), int(best_in.sum())
 
 
 def _radii(region: np.ndarray, apex_x: float, apex_y: float) -> tuple[float, float]:
@@ -259,8 +301,47 @@ def _radii(region: np.ndarray, apex_x: float, apex_y: float) -> tuple[float, flo
     return r_in, max(r_out, r_in + 1)
 
 
+def _apex_on_line(
+    a: float, b: float, region: np.ndarray, top: int, bottom: int
+) -> tuple[float, float] | None:
+    """Where on the side line x = a*y + b the apex lies, from an inner or outer arc.
+
+    With only one side of the fan in view (the other is cropped by the display), the apex is
+    the point of the line from which the most top (or bottom) boundary points lie at one
+    distance: the arc is a circle about the apex. None when no arc is in view.
+    """
+    h, w = region.shape
+    cols = np.flatnonzero(region.any(axis=0))
+    first = region[:, cols].argmax(axis=0).astype(np.float64)
+    last = (h - 1 - region[::-1, cols].argmax(axis=0)).astype(np.float64)
+    best: tuple[int, float] = (0, 0.0)
+    need = max(15, int(0.25 * len(cols)))
+    ts = np.arange(-6 * max(h, w), top - 2, 1.0)
+    for ys, bad in ((first, first <= 1), (last, last >= h - 2)):
+        keep = ~bad & (np.abs(cols - (a * ys + b)) > 3)  # not on the side line itself
+        if keep.sum() < need:
+            continue
+        px, py = cols[keep].astype(np.float64), ys[keep]
+        d = np.hypot(px[None, :] - (a * ts[:, None] + b), py[None, :] - ts[:, None])
+        for k in range(len(ts)):
+            counts = np.bincount(np.rint(d[k]).astype(np.int64))
+            c = int(np.convolve(counts, np.ones(3, int), "same").max())
+            if c > best[0]:
+                best = (c, float(ts[k]))
+    if best[0] < need:
+        return None
+    t = best[1]
+    return a * t + b, t
+
+
 def detect_sector(image: np.ndarray) -> SectorFit:
-    """Find the imaged region of an ultrasound image and fit a fan or a rectangle to it."""
+    """Find the imaged region of an ultrasound image and fit a fan or a rectangle to it.
+
+    The fan may be seen through a display crop (zoomed or panned scans): then the fit is a fan
+    whose crop rectangle is the imaged region's bounding box. With both sides of the fan in
+    view the apex is where they meet; with one side, it is found from an inner or outer arc;
+    with no arc either, it is put far up that side, which rasterises the same region.
+    """
     gray = np.asarray(image)
     if gray.ndim == 3:
         gray = cv2.cvtColor(gray[..., :3].astype(np.uint8), cv2.COLOR_RGB2GRAY)
@@ -275,46 +356,52 @@ def detect_sector(image: np.ndarray) -> SectorFit:
         return SectorFit(full, full.rasterize((h, w)), 0.0)
 
     rows = np.flatnonzero(region.any(axis=1))
-    ys, left, right = [], [], []
-    for y in rows:
-        xs = np.flatnonzero(region[y])
-        ys.append(y)
-        left.append(xs[0])
-        right.append(xs[-1])
-    ys_a = np.asarray(ys, np.float64)
-    left_a = np.asarray(left, np.float64)
-    right_a = np.asarray(right, np.float64)
+    sub = region[rows]
+    left_a = sub.argmax(axis=1).astype(np.float64)
+    right_a = (w - 1 - sub[:, ::-1].argmax(axis=1)).astype(np.float64)
+    ys_a = rows.astype(np.float64)
     # Edges on the image border are where the image was cropped, not the fan's side.
-    lsel = left_a > 1
-    rsel = right_a < w - 2
-    aL, bL, fL = _robust_line(ys_a[lsel], left_a[lsel]) if lsel.sum() > 5 else (0.0, 0.0, 0.0)
-    aR, bR, fR = (
-        _robust_line(ys_a[rsel], right_a[rsel]) if rsel.sum() > 5 else (0.0, w - 1.0, 0.0)
-    )
-    if lsel.sum() <= 5:
-        aL, bL = 0.0, 0.0
-    converge = aL - aR  # left edge goes left (a<0) and right goes right (a>0) for a fan
+    lsel, rsel = left_a > 1, right_a < w - 2
+    steep = math.tan(math.radians(4))  # a fan's sides diverge; vertical edges are a crop
+    aL, bL, nL = _robust_line(ys_a[lsel], left_a[lsel], (-3.0, -steep))
+    aR, bR, nR = _robust_line(ys_a[rsel], right_a[rsel], (steep, 3.0))
+    enough = max(8, int(0.08 * h))
     top, bottom = float(rows[0]), float(rows[-1])
+    # The region's extents: the outermost ones for a fan's crop (its sides reach them), and
+    # robust ones for a rectangle (a few rows of UI sticking out must not widen it).
+    crop = (float(np.percentile(left_a, 1)), top, float(np.percentile(right_a, 99)), bottom)
+    tight = (float(np.percentile(left_a, 10)), top, float(np.percentile(right_a, 90)), bottom)
 
-    candidates: list[Sector] = []
-    # Linear: robust extents.
-    x0 = float(np.percentile(left_a, 10))
-    x1 = float(np.percentile(right_a, 90))
-    candidates.append(Sector.rectangle(x0, top, x1, bottom))
-    if converge < -math.tan(math.radians(3)):
+    candidates: list[Sector] = [Sector.rectangle(*tight), Sector.rectangle(*crop)]
+    apex: tuple[float, float] | None = None
+    if nL >= enough and nR >= enough:
         apex_y = (bR - bL) / (aL - aR)
-        apex_x = aL * apex_y + bL
-        r_in, r_out = _radii(region, apex_x, apex_y)
-        start, end = math.degrees(math.atan(aL)), math.degrees(math.atan(aR))
+        apex = (aL * apex_y + bL, apex_y)
+    elif nL >= enough or nR >= enough:
+        a, b = (aL, bL) if nL >= enough else (aR, bR)
+        apex = _apex_on_line(a, b, region, int(top), int(bottom))
+        if apex is None:
+            far = -8.0 * max(h, w)
+            apex = (a * far + b, far)
+    if apex is not None and apex[1] < bottom:
+        yy, xx = np.nonzero(region)
+        theta = np.degrees(np.arctan2(xx - apex[0], yy - apex[1]))
+        start = math.degrees(math.atan(aL)) if nL >= enough else float(np.percentile(theta, 0.2))
+        end = math.degrees(math.atan(aR)) if nR >= enough else float(np.percentile(theta, 99.8))
+        r_in, r_out = _radii(region, *apex)
         kind = "phased" if r_in < 0.08 * max(h, w) else "curvilinear"
         if kind == "phased":
             r_in = 0.0
-        candidates.append(Sector.fan((apex_x, apex_y), r_in, r_out, start, end, kind))
+        fan = Sector.fan(apex, r_in, r_out, start, end, kind)
+        candidates.append(fan)
+        candidates.append(fan.with_crop(*crop))
 
     best, best_iou = candidates[0], -1.0
     for cand in candidates:
         m = cand.rasterize((h, w))
         iou = float((m & region).sum()) / max(1, int((m | region).sum()))
+        # A fan has more parameters than a rectangle, a crop more than a bare fan: each must
+        # earn its place by fitting clearly better.
         if iou > best_iou + (0.01 if cand.is_fan else 0.0):
             best, best_iou = cand, iou
     return SectorFit(best, best.rasterize((h, w)), max(0.0, best_iou))
