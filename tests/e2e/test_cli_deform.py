@@ -74,3 +74,14 @@ def test_bad_dataset_is_one_line_and_exit_2(tmp_path):
     r = run("deform", "--masks", str(tmp_path / "empty"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_skip_bad_flag(tmp_path):
+    make_dataset(tmp_path / "ds", n=1)
+    out = tmp_path / "out"
+    r = run("deform", "--masks", str(tmp_path / "ds"), "--n", "2", "--out", str(out),
+            "--skip-bad", "-q")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert lines and all(not ln["problems"] for ln in lines)
+    assert len(lines) == len(list((out / "masks").iterdir()))

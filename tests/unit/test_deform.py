@@ -7,6 +7,7 @@ import numpy as np
 
 from usgen_desktop.core.deform import (
     DeformParams,
+    WarpStroke,
     check_variant,
     deform_label_map,
     make_variants,
@@ -109,3 +110,55 @@ def test_transform_label_moves_and_scales_one_label():
     assert abs(xs.mean() - 69.5) < 2
     assert (out == 1).sum() > 1.8 * 400
     assert (out[0:10, 0:10] == 2).all()  # other labels untouched
+
+
+def _apply(a, res):
+    if res is not None:
+        (y0, y1, x0, x1), v = res
+        a[y0:y1, x0:x1] = v
+
+
+def test_warp_stroke_of_sub_pixel_moves_adds_up():
+    """A zoomed-in canvas sends quarter-pixel mouse moves; each alone rounds to nothing."""
+    d = np.zeros((100, 100), np.uint8)
+    d[40:60, 30:70] = 1
+    stroke, many = WarpStroke(d, 25), d.copy()
+    for k in range(48):
+        _apply(many, stroke.drag((50 + k / 4, 50), (50 + (k + 1) / 4, 50)))
+    one = d.copy()
+    _apply(one, WarpStroke(d, 25).drag((50, 50), (62, 50)))
+    assert (many != d).sum() > 50  # it moved
+    assert (many != one).sum() < 0.05 * (d == 1).sum()  # about as far as one long drag
+    assert np.nonzero(many == 1)[1].max() > 70
+
+
+def test_warp_keeps_the_sector_and_stays_inside_the_radius():
+    lm = echo_like()
+    d = lm.data
+    box, new = warp_drag(d, (64, 64), (72, 60), radius=20, sector_id=2)
+    out = d.copy()
+    _apply(out, (box, new))
+    assert np.array_equal(out != 0, d != 0)  # field of view unchanged
+    ys, xs = np.nonzero(out != d)
+    assert np.hypot(xs - 72, ys - 60).max() <= 20 + 1e-6
+
+
+def test_transform_label_is_clipped_to_the_fan():
+    lm = echo_like()
+    d = lm.data
+    box, new = transform_label(d, 1, dx=-50, dy=-50, fill_id=2)  # into a corner outside
+    out = d.copy()
+    _apply(out, (box, new))
+    assert np.array_equal(out != 0, d != 0)
+    assert not (out[d == 0] == 1).any()
+
+
+def test_drop_bad_leaves_out_variants_that_stay_bad():
+    d = np.zeros((64, 64), np.uint8)
+    d[1:4, 1:4] = 1  # in a corner that a 4x zoom always pushes out of view
+    d[28:36, 28:36] = 3
+    zoom = DeformParams(rotation_deg=0, translate_frac=0, scale=(4, 4), shear_deg=0,
+                        elastic=False)
+    kept = make_variants(LabelMap(d), 2, zoom, seed=0, max_tries=3)
+    assert len(kept) == 2 and all("label 1 vanished" in v.problems for v in kept)
+    assert make_variants(LabelMap(d), 2, zoom, seed=0, max_tries=3, drop_bad=True) == []

@@ -31,8 +31,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=5, help="variants per label map (default 5)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
-    p.add_argument("--keep-bad", action="store_true",
-                   help="keep variants where a label vanished or split (default: redraw them)")
+    bad = p.add_mutually_exclusive_group()
+    bad.add_argument("--skip-bad", action="store_true",
+                     help="leave out variants where a label still vanished or split after 10 "
+                     "redraws (default: keep them, with the problem in the manifest)")
+    bad.add_argument("--keep-bad", action="store_true",
+                     help="keep variants where a label vanished or split, without redrawing")
     p.add_argument("--no-keep-sector", action="store_true",
                    help="deform the sector (field of view) too")
     p.add_argument("--rotation", type=float, default=5.0, help="max rotation, degrees")
@@ -92,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     write_text_atomic(out / "usgen.json", json.dumps({"schema": schema.to_dict()}, indent=2))
     update, close = _progress_bar("deform", args.quiet)
     total = len(docs) * args.n
-    n_done = n_bad = 0
+    n_done = n_bad = n_skipped = 0
     try:
         with manifest.open("a", encoding="utf-8") as mf:
             for doc in docs:
@@ -105,9 +109,12 @@ def run(args: argparse.Namespace) -> int:
                     continue
                 variants = make_variants(
                     doc.labels, args.n, params, args.seed, sector_id=schema.sector_id,
-                    skip_bad=not args.keep_bad, source=doc.name,
+                    skip_bad=not args.keep_bad, source=doc.name, drop_bad=args.skip_bad,
                 )
-                for v, name in zip(variants, names, strict=True):
+                n_skipped += args.n - len(variants)
+                n_done += args.n - len(variants)
+                for v in variants:
+                    name = names[v.index]
                     n_done += 1
                     if name in done:
                         continue
@@ -126,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
     sidecar = {"schema": schema.to_dict(), "classes": classes}
     write_text_atomic(out / "usgen.json", json.dumps(sidecar, indent=2))
     msg = f"usgen: {total} variants of {len(docs)} label maps in {masks_dir}"
+    if n_skipped:
+        msg = (f"usgen: {total - n_skipped} variants of {len(docs)} label maps in {masks_dir} "
+               f"({n_skipped} left out: a label vanished or split in every redraw)")
     if n_bad:
         msg += f" ({n_bad} kept with a vanished or split label)"
     print(msg, file=sys.stderr)

@@ -182,9 +182,12 @@ def make_variants(
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
     max_tries: int = 10,
+    drop_bad: bool = False,
 ) -> list[Variant]:
     """``n`` variants of one label map; with ``skip_bad``, variants whose labels vanished or
-    split are redrawn (next seed) up to ``max_tries`` times each, else kept with problems."""
+    split are redrawn (next seed) up to ``max_tries`` times each; one still bad after that is
+    kept with its problems, or left out with ``drop_bad`` (then fewer than ``n`` come back;
+    ``Variant.index`` says which)."""
     out: list[Variant] = []
     ignore = (0,) if sector_id is None else (0, sector_id)
     for i in range(n):
@@ -199,12 +202,96 @@ def make_variants(
             if not probs:
                 break
         assert best is not None
-        out.append(best)
+        if not (drop_bad and best.problems):
+            out.append(best)
         progress(Progress(i + 1, n, f"variant {i + 1} of {n}"))
     return out
 
 
 # -- interactive ---------------------------------------------------------------------------
+def _falloff(d2: np.ndarray, r: float) -> np.ndarray:
+    """(1 - s^2)^2 for s = distance / r < 1, else 0: smooth, and exactly zero past the radius
+    so nothing outside the brush circle moves."""
+    s2 = np.minimum(d2 / (r * r), 1.0)
+    return ((1.0 - s2) ** 2).astype(np.float32)
+
+
+class WarpStroke:
+    """One warp drag on the canvas, from mouse press to release.
+
+    Keeps the label map as it was at the press and the accumulated backward displacement,
+    and resamples that snapshot once per mouse move. Resampling the current labels at every
+    move instead would round each small increment to whole pixels, so the soft edge of the
+    falloff (moves under half a pixel) would never move at all.
+    """
+
+    def __init__(self, label_data: np.ndarray, radius: float, sector_id: int | None = None):
+        self.original = np.ascontiguousarray(label_data).copy()
+        self.radius = max(2.0, float(radius))
+        h, w = self.original.shape
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        self.map_x, self.map_y = xx, yy
+        self.sector_id = sector_id
+        self._fov = self.original != 0
+        # The sector (field of view) never moves: only the anatomy on it does.
+        self._keep_sector = sector_id is not None and bool((self.original == sector_id).any())
+        self._anatomy = (np.where(self.original == sector_id, 0, self.original).astype(np.uint8)
+                         if self._keep_sector else self.original)
+
+    def _step(self, start: tuple[float, float], end: tuple[float, float]) -> Box | None:
+        h, w = self.original.shape
+        dx, dy = end[0] - start[0], end[1] - start[1]
+        r = self.radius
+        x1, y1 = end
+        by0, by1 = max(0, int(np.floor(y1 - r))), min(h, int(np.ceil(y1 + r)) + 1)
+        bx0, bx1 = max(0, int(np.floor(x1 - r))), min(w, int(np.ceil(x1 + r)) + 1)
+        if by0 >= by1 or bx0 >= bx1:
+            return None
+        yy, xx = np.mgrid[by0:by1, bx0:bx1].astype(np.float32)
+        f = _falloff((xx - x1) ** 2 + (yy - y1) ** 2, r)
+        # Backward map: what lands at p came from p - d * f(|p - end|); composing with the
+        # field so far keeps every later move relative to the snapshot.
+        sx = np.clip(xx - dx * f, 0, w - 1)
+        sy = np.clip(yy - dy * f, 0, h - 1)
+        new_x = cv2.remap(self.map_x, sx, sy, cv2.INTER_LINEAR)
+        new_y = cv2.remap(self.map_y, sx, sy, cv2.INTER_LINEAR)
+        self.map_x[by0:by1, bx0:bx1] = new_x
+        self.map_y[by0:by1, bx0:bx1] = new_y
+        return (by0, by1, bx0, bx1)
+
+    def drag(
+        self, start_xy: tuple[float, float], end_xy: tuple[float, float]
+    ) -> tuple[Box, np.ndarray] | None:
+        """Move the labels at ``start_xy`` to ``end_xy``; the changed box and its new values."""
+        dx, dy = end_xy[0] - start_xy[0], end_xy[1] - start_xy[1]
+        dist = math.hypot(dx, dy)
+        if dist < 1e-6:
+            return None
+        # The falloff folds the map over itself past ~0.65 r per step: take shorter steps.
+        n = max(1, math.ceil(dist / (0.5 * self.radius)))
+        box: Box | None = None
+        for k in range(n):
+            a = (start_xy[0] + dx * k / n, start_xy[1] + dy * k / n)
+            b = (start_xy[0] + dx * (k + 1) / n, start_xy[1] + dy * (k + 1) / n)
+            step = self._step(a, b)
+            if step is not None:
+                box = step if box is None else (min(box[0], step[0]), max(box[1], step[1]),
+                                                min(box[2], step[2]), max(box[3], step[3]))
+        if box is None:
+            return None
+        return box, self.values(box)
+
+    def values(self, box: Box) -> np.ndarray:
+        """The warped labels inside ``box``."""
+        y0, y1, x0, x1 = box
+        moved = cv2.remap(self._anatomy, self.map_x[y0:y1, x0:x1], self.map_y[y0:y1, x0:x1],
+                          cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+        if not self._keep_sector:
+            return moved
+        fov = self._fov[y0:y1, x0:x1]
+        return np.where(fov, np.where(moved != 0, moved, self.sector_id), 0).astype(np.uint8)
+
+
 def warp_drag(
     label_data: np.ndarray,
     start_xy: tuple[float, float],
@@ -215,35 +302,17 @@ def warp_drag(
     """Labels around ``start_xy`` follow the drag to ``end_xy`` with a smooth falloff.
 
     Returns the changed box and its new values (apply with Document.set_region, one undo
-    step per drag), or None when nothing changes. The sector itself does not move.
+    step per drag), or None when nothing changes. The sector itself does not move. For a drag
+    made of many mouse moves use one ``WarpStroke`` per press (smoother, see there).
     """
-    h, w = label_data.shape
-    (x0, y0), (x1, y1) = start_xy, end_xy
-    dx, dy = x1 - x0, y1 - y0
-    if abs(dx) < 1e-6 and abs(dy) < 1e-6:
+    res = WarpStroke(label_data, radius, sector_id).drag(start_xy, end_xy)
+    if res is None:
         return None
-    r = max(2.0, float(radius))
-    reach = r + math.hypot(dx, dy)
-    by0, by1 = max(0, int(min(y0, y1) - reach)), min(h, int(max(y0, y1) + reach) + 2)
-    bx0, bx1 = max(0, int(min(x0, x1) - reach)), min(w, int(max(x0, x1) + reach) + 2)
-    if by0 >= by1 or bx0 >= bx1:
+    box, new = res
+    y0, y1, x0, x1 = box
+    if np.array_equal(new, label_data[y0:y1, x0:x1]):
         return None
-    yy, xx = np.mgrid[by0:by1, bx0:bx1].astype(np.float32)
-    # Backward map with a Gaussian-like falloff centred on where the drag ended.
-    d2 = (xx - x1) ** 2 + (yy - y1) ** 2
-    wgt = np.exp(-d2 / (2 * (r / 2) ** 2)).astype(np.float32)
-    src_x = np.clip(xx - dx * wgt, 0, w - 1)
-    src_y = np.clip(yy - dy * wgt, 0, h - 1)
-    region = label_data[by0:by1, bx0:bx1]
-    if sector_id is not None and (region == sector_id).any():
-        anatomy = np.where(label_data == sector_id, 0, label_data).astype(np.uint8)
-        moved = cv2.remap(anatomy, src_x, src_y, cv2.INTER_NEAREST)
-        new = np.where(region != 0, np.where(moved != 0, moved, sector_id), 0).astype(np.uint8)
-    else:
-        new = cv2.remap(np.ascontiguousarray(label_data), src_x, src_y, cv2.INTER_NEAREST)
-    if np.array_equal(new, region):
-        return None
-    return (by0, by1, bx0, bx1), new
+    return res
 
 
 def transform_label(
@@ -258,7 +327,8 @@ def transform_label(
     """Move, rotate and scale one label as a whole about its centroid.
 
     The label's old pixels become ``fill_id`` (background, or the sector id in a fan); other
-    labels stay on top where the moved label would cover them.
+    labels stay on top where the moved label would cover them. With a non-zero ``fill_id``
+    (a fan), id 0 is outside the field of view and the moved label is clipped to the fan.
     """
     mask = label_data == label_id
     if not mask.any():
@@ -272,7 +342,7 @@ def transform_label(
     moved = cv2.warpAffine(mask.astype(np.uint8), M, (w, h), flags=cv2.INTER_NEAREST) > 0
     new = label_data.copy()
     new[mask] = fill_id
-    free = (new == fill_id) | (new == 0)
+    free = (new == fill_id) | ((new == 0) & (fill_id == 0))
     new[moved & free] = label_id
     changed = new != label_data
     if not changed.any():

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QPainter, QPen
 
-from usgen_desktop.core.deform import warp_drag
+from usgen_desktop.core.deform import WarpStroke
 from usgen_desktop.gui.tools import CanvasTool, Mods
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ class WarpTool(CanvasTool):
 
     def __init__(self) -> None:
         self._last: tuple[float, float] | None = None
+        self._stroke: WarpStroke | None = None
         self._hover: tuple[float, float] | None = None
 
     @staticmethod
@@ -40,15 +41,16 @@ class WarpTool(CanvasTool):
             return
         doc.begin_stroke("warp")
         self._last = (x, y)
+        self._stroke = WarpStroke(doc.labels.data, self.radius(canvas), doc.schema.sector_id)
 
     def move(self, canvas: Canvas, x: float, y: float, mods: Mods) -> None:
         self._move_outline(canvas, x, y)
         doc = canvas.document
-        if doc is None or self._last is None:
+        if doc is None or self._last is None or self._stroke is None:
             return
-        # Small increments keep the falloff smooth along a long drag.
-        res = warp_drag(doc.labels.data, self._last, (x, y), self.radius(canvas),
-                        sector_id=doc.schema.sector_id)
+        # The stroke resamples the press-time labels through the accumulated field, so many
+        # small mouse moves add up to the same smooth warp as one long one.
+        res = self._stroke.drag(self._last, (x, y))
         self._last = (x, y)
         if res is not None:
             box, values = res
@@ -57,6 +59,7 @@ class WarpTool(CanvasTool):
     def release(self, canvas: Canvas, x: float, y: float, mods: Mods) -> None:
         doc = canvas.document
         self._last = None
+        self._stroke = None
         if doc is not None and doc.in_stroke:
             doc.end_stroke()
             canvas.strokeFinished.emit()
