@@ -105,10 +105,19 @@ def inpaint_region(labels: Any, schema: LabelSchema, margin: int) -> Any:
 
 
 def generate_task(request: Any, *, progress: Any, cancel: Any, on_result: Any = None) -> list:
-    """The long task the worker runs (imports the synthesis engine only in the thread)."""
+    """The long task the worker runs (imports the synthesis engine only in the thread).
+
+    Each finished result goes to ``on_result`` as ``(result, pictures)``: the gallery's
+    thumbnails and outlines are drawn here, in the worker thread, not on the GUI thread."""
+    from usgen_desktop.gui.gallery import render
     from usgen_desktop.synthesis.request import run
 
-    return run(request, progress, cancel, on_result=on_result)
+    def finished(result: Any) -> None:
+        if on_result is not None:
+            pictures = render(result.image, result.label_map.data, request.schema)
+            on_result((result, pictures))
+
+    return run(request, progress, cancel, on_result=finished)
 
 
 class GeneratePanel(QWidget):
@@ -460,16 +469,18 @@ class GeneratePanel(QWidget):
     def _on_preview(self, image: Any) -> None:
         self.preview.set_image(image)
 
-    def _on_result(self, result: Any) -> None:
+    def _on_result(self, item: Any) -> None:
+        result, pictures = item if isinstance(item, tuple) else (item, None)
         src = self._sources[result.source_index] if result.source_index < len(
             self._sources) else None
         klass = self._classes[result.source_index] if result.source_index < len(
             self._classes) else None
         if self._regen_item is not None and self._regen_item.id in self.gallery.items:
-            self.gallery.replace_result(self._regen_item.id, result)
+            self.gallery.replace_result(self._regen_item.id, result, pictures)
             self.gallery.select(self._regen_item)
             return
-        self.gallery.add_result(result, src, src.schema if src else None, klass)
+        self.gallery.add_result(result, src, src.schema if src else None, klass,
+                                rendered=pictures)
         self._raise_gallery()
 
     def _raise_gallery(self) -> None:
