@@ -189,3 +189,24 @@ def test_missing_dataset_is_one_line(tmp_path, capsys):
     assert _gen("--masks", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "does not exist" in err
+
+
+def test_out_of_memory_keeps_finished_pairs_and_gives_advice(tmp_path, capsys, monkeypatch):
+    from usgen_desktop.synthesis.backends import speckle
+
+    real_generate = speckle.SpeckleBackend.generate
+    calls = {"n": 0}
+
+    def flaky(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real_generate(self, *a, **kw)
+
+    monkeypatch.setattr(speckle.SpeckleBackend, "generate", flaky)
+    ds = _dataset(tmp_path / "ds")
+    out = tmp_path / "out"
+    assert _gen("--masks", str(ds), "--out", str(out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "ran out of memory" in err and "smaller batch" in err
+    assert len(_manifest(out)) == 2  # the two finished pairs were kept

@@ -217,9 +217,13 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
         _write_pair(target, layout, case, res, mapping, docs[m], schema)
         written += 1
 
+    from usgen_desktop.synthesis.devices import oom_as_user_error
+
     cancel = CancelToken()
     try:
-        run_request(request, progress, cancel, on_result=on_result)
+        # A GPU out of memory ends the run with advice; the pairs finished so far stay.
+        with oom_as_user_error(args.device if args.device != "auto" else "cuda"):
+            run_request(request, progress, cancel, on_result=on_result)
     finally:
         if bar is not None:
             bar.close()
