@@ -179,6 +179,23 @@ class GeneratePanel(QWidget):
         self.strength.setSingleStep(0.05)
         self.strength.setValue(0.3)
         self.strength.setToolTip("Refinement strength of the img2img pass")
+        # backend-specific settings (request.params): the simulator's probe and frequency,
+        # the diffusion sampler
+        self.probe = QComboBox()
+        self.probe.addItem("(the label schema's probe)", None)
+        for name in ("linear", "curvilinear", "phased"):
+            self.probe.addItem(name, name)
+        self.probe.setToolTip("Transducer geometry of the simulated scan")
+        self.frequency = QDoubleSpinBox()
+        self.frequency.setRange(0.0, 20.0)
+        self.frequency.setSingleStep(0.5)
+        self.frequency.setDecimals(1)
+        self.frequency.setSuffix(" MHz")
+        self.frequency.setSpecialValueText("the probe's default")
+        self.frequency.setToolTip("Centre frequency: higher is finer speckle, less depth")
+        self.sampler = QComboBox()
+        self.sampler.addItem("DPM-Solver++ (fast)", "dpm++")
+        self.sampler.addItem("DDIM", "ddim")
         self.count = QSpinBox()
         self.count.setRange(1, 256)
         self.count.setValue(4)
@@ -220,6 +237,9 @@ class GeneratePanel(QWidget):
         form.addRow("Steps", self.steps)
         form.addRow("Guidance", self.guidance)
         form.addRow("Strength", self.strength)
+        form.addRow("Probe", self.probe)
+        form.addRow("Frequency", self.frequency)
+        form.addRow("Sampler", self.sampler)
         form.addRow("Images each", self.count)
         form.addRow("Device", self.device)
         form.addRow("For", self.scope)
@@ -298,6 +318,9 @@ class GeneratePanel(QWidget):
                 w.setVisible(name == "sdm")
         self._set_row_visible(self.prompt, name == "controlnet")
         self._set_row_visible(self.strength, name == "controlnet")
+        self._set_row_visible(self.probe, name == "speckle")
+        self._set_row_visible(self.frequency, name == "speckle")
+        self._set_row_visible(self.sampler, name == "sdm")
 
     def _set_row_visible(self, field: QWidget, visible: bool) -> None:
         label = self._form.labelForField(field)
@@ -395,7 +418,21 @@ class GeneratePanel(QWidget):
             strength=float(self.strength.value()),
             count=int(self.count.value()) if count is None else int(count),
             device=device or (self.device.currentText() if diffusion else "cpu"),
+            params=self._params(backend),
         )
+
+    def _params(self, backend: str) -> dict[str, Any]:
+        """The backend's own settings for ``request.params`` (unset ones are left out)."""
+        if backend == "speckle":
+            params: dict[str, Any] = {}
+            if self.probe.currentData():
+                params["probe"] = self.probe.currentData()
+            if self.frequency.value() > 0:
+                params["frequency_mhz"] = float(self.frequency.value())
+            return params
+        if backend == "sdm":
+            return {"sampler": self.sampler.currentData()}
+        return {}
 
     # -- running --------------------------------------------------------------------------
     @property
