@@ -246,3 +246,29 @@ def test_train_settings_are_remembered(qtbot, fake_trainer, tmp_path):
     assert panel2.out_dir.text() == str(tmp_path / "model")
     assert panel2.size.currentData() == 64
     assert panel2.steps.value() == 5 and panel2.batch.value() == 3
+
+
+def test_train_on_a_dataset_folder(qtbot, fake_trainer, tmp_path):
+    import cv2
+
+    from tests.conftest import lesion_pair
+    from usgen_desktop.gui.panels import train
+
+    (tmp_path / "ds" / "images").mkdir(parents=True)
+    (tmp_path / "ds" / "masks").mkdir(parents=True)
+    for i in range(3):
+        img, mask = lesion_pair(40, 48, seed=i)
+        cv2.imwrite(str(tmp_path / "ds" / "images" / f"c{i}.png"), img)
+        cv2.imwrite(str(tmp_path / "ds" / "masks" / f"c{i}.png"), mask)
+    window = make_window()
+    qtbot.addWidget(window)
+    panel = train.install(window)
+    panel.source.setCurrentIndex(panel.source.findData(train.FOLDER_SOURCE))
+    panel.dataset.setText(str(tmp_path / "ds"))
+    panel.out_dir.setText(str(tmp_path / "model"))
+    panel.steps.setValue(3)
+    handle = panel.train()
+    with qtbot.waitSignal(handle.finished, timeout=10_000):
+        pass
+    assert len(fake_trainer["data"]) == 3  # the folder's pairs, not the project's
+    assert fake_trainer["data"][0][0].shape == (40, 48)
