@@ -49,11 +49,13 @@ class SpeckleParams:
     depth_mm: float | None = None  # imaged depth (top of the field of view to its bottom)
     aperture_mm: float | None = None
     cycles: float = 3.0  # pulse length in cycles (axial resolution)
-    dynamic_range_db: float = 45.0
+    dynamic_range_db: float = 40.0
     gain_db: float = 0.0
-    heterogeneity: float = 0.5  # tissue structure: std of log-echogenicity, smooth in space
+    heterogeneity: float = 0.6  # tissue structure: std of log-echogenicity, smooth in space
     zones: int = 3  # depth zones of the depth-dependent PSF
     smooth_px: float = 0.8  # the scanner's display smoothing after log compression (0: none)
+    compounding: int = 3  # steered acquisitions averaged for display (1: a single look)
+    skin: float = 1.0  # bright skin line + darker fat under a linear probe (0: none)
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> SpeckleParams:
@@ -74,10 +76,11 @@ class SpeckleParams:
                 num = float(value)
             except (TypeError, ValueError):
                 raise UsgenError(f"The speckle setting '{key}' must be a number.") from None
-            if not np.isfinite(num) or (num <= 0 and key not in ("gain_db", "heterogeneity", "smooth_px")):
+            if not np.isfinite(num) or (num <= 0 and key not in ("gain_db", "heterogeneity", "smooth_px", "skin")):
                 raise UsgenError(f"The speckle setting '{key}' must be a positive number.")
-            setattr(out, key, int(num) if key == "zones" else num)
+            setattr(out, key, int(num) if key in ("zones", "compounding") else num)
         out.zones = max(1, min(int(out.zones), 8))
+        out.compounding = max(1, min(int(out.compounding), 9))
         return out
 
     def resolved(self, probe: str) -> SpeckleParams:
@@ -89,7 +92,7 @@ class SpeckleParams:
             aperture_mm=self.aperture_mm or d["aperture_mm"],
             cycles=self.cycles, dynamic_range_db=self.dynamic_range_db, gain_db=self.gain_db,
             heterogeneity=max(0.0, self.heterogeneity), zones=self.zones,
-            smooth_px=self.smooth_px,
+            smooth_px=self.smooth_px, compounding=self.compounding, skin=self.skin,
         )
 
 
@@ -145,24 +148,30 @@ def _core_factor(labels: np.ndarray, core: np.ndarray) -> np.ndarray | None:
         mask = (labels == i).astype(np.uint8)
         dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
         depth = dist / max(float(dist.max()), 1.0)
-        ramp = np.clip((depth - 0.15) / 0.6, 0.0, 1.0)
+        ramp = np.clip((depth - 0.06) / 0.45, 0.0, 1.0)
         ramp = ramp * ramp * (3 - 2 * ramp)  # smoothstep: no visible ring
         out = np.where(mask > 0, 1.0 - core[i] * ramp, out).astype(np.float32)
     return out
 
 
-def _structure(rng: np.random.Generator, shape: tuple[int, int], lateral_px: float) -> np.ndarray:
-    """Smooth random tissue structure (unit std), longer across the beam than along it:
-    fat lobules and fibres lie roughly parallel to the skin. Two scales: lobules and bands."""
+def _structure(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Random tissue structure, longer across the beam than along it (fat lobules, fibres and
+    ligaments lie roughly parallel to the skin): a smooth field of unit std (lobules and
+    bands) and a sparse field of thin bright streaks (0 almost everywhere)."""
     import cv2
 
     n_r, n_t = shape
-    field = np.zeros(shape, np.float32)
-    for rows, cols, weight in ((n_r // 16 + 2, n_t // 64 + 2, 1.0), (n_r // 3 + 2, n_t // 48 + 2, 0.7)):
+
+    def layer(rows: int, cols: int) -> np.ndarray:
         lo = rng.standard_normal((max(2, rows), max(2, cols))).astype(np.float32)
-        layer = cv2.resize(lo, (n_t, n_r), interpolation=cv2.INTER_CUBIC)
-        field += weight * (layer - layer.mean()) / max(float(layer.std()), 1e-6)
-    return field / max(float(field.std()), 1e-6)
+        f = cv2.resize(lo, (n_t, n_r), interpolation=cv2.INTER_CUBIC)
+        return (f - f.mean()) / max(float(f.std()), 1e-6)
+
+    field = layer(n_r // 16 + 2, n_t // 64 + 2) + 0.7 * layer(n_r // 3 + 2, n_t // 48 + 2)
+    field /= max(float(field.std()), 1e-6)
+    thin = layer(n_r // 2 + 2, n_t // 24 + 2)
+    streaks = np.clip(thin - 1.7, 0.0, None)
+    return field, streaks / max(float(streaks.max()), 1e-6)
 
 
 def _gaussian_tf(n: int, sigma: float) -> np.ndarray:
@@ -223,7 +232,10 @@ def simulate(labels: np.ndarray, schema: LabelSchema, klass: str | None, seed: i
     lam_px = tables["density"][beam_labels] / np.float32(max(cell, 1e-3))
     amp = echo.astype(np.float32)
     if p.heterogeneity > 0:
-        amp = amp * np.exp(p.heterogeneity * _structure(rng, (n_r, n_t), lateral_sigma(z_mid)))
+        field, streaks = _structure(rng, (n_r, n_t))
+        # Structure belongs to parenchyma: hypoechoic regions (lesions, fluid) stay uniform.
+        weight = np.clip(tables["echogenicity"][beam_labels] / 0.5, 0.0, 1.0) ** 2
+        amp = amp * np.exp(p.heterogeneity * weight * (field + 3.0 * streaks))
     noise = rng.standard_normal((2, n_r, n_t), dtype=np.float32)
     sparse = lam_px < 4.0  # where counts are large, sqrt(n / mean) ~ 1: skip the draw
     if sparse.any():
@@ -241,34 +253,18 @@ def simulate(labels: np.ndarray, schema: LabelSchema, klass: str | None, seed: i
     fr, ft = sfft.next_fast_len(n_r + 2 * pad_r), sfft.next_fast_len(n_t + 2 * pad_t)
     spec = sfft.fft2(scat, s=(fr, ft), workers=2)
     h_ax = _gaussian_tf(fr, sig_ax)[:, None]
-    iqs = []
-    for s_lat in sig_lats:
-        tf = h_ax * _gaussian_tf(ft, s_lat)[None, :]
-        # Unit output power for unit-power white scatterers (Parseval), in every zone.
-        tf = tf / np.float32(np.sqrt(np.mean(tf * tf)))
-        # Circular convolution: the PSF tails of the bottom rows wrap into the padding, not
-        # into the image, because the field sits at the start of the padded grid.
-        iqs.append(sfft.ifft2(spec * tf, workers=2)[:n_r, :n_t])
-    if len(iqs) == 1:
-        iq = iqs[0]
-    else:
-        # Blend the complex IQ, not envelopes: a linear, depth-varying filter keeps the
-        # Gaussian statistics of the field (so the envelope stays Rayleigh between zones).
-        depth = (np.arange(n_r, dtype=np.float32) + 0.5) / n_r * p.zones - 0.5
-        iq = np.zeros((n_r, n_t), np.complex64)
-        weights = []
-        for k in range(len(iqs)):
-            w = np.clip(1.0 - np.abs(depth - k), 0.0, 1.0)
-            if k == 0:
-                w[depth < 0] = 1.0
-            if k == len(iqs) - 1:
-                w[depth > k] = 1.0
-            weights.append(w)
-        # Weights sum to 1: neighbouring zones' fields are nearly the same (same scatterers,
-        # similar PSFs), so this keeps the mean intensity flat across zone boundaries.
-        for w, part in zip(weights, iqs, strict=True):
-            iq += part * w[:, None]
-    env = np.abs(iq).astype(np.float32)
+    weights = _zone_weights(n_r, len(sig_lats))
+    # Spatial compounding (as scanners do): acquisitions steered a few degrees apart see the
+    # same scatterers with decorrelated speckle; steering shifts the PSF's lateral spectrum,
+    # here by 1.5 of its widths per step. The display averages their envelopes.
+    envs = []
+    for k in range(p.compounding):
+        steer = k - (p.compounding - 1) / 2.0
+        envs.append(_zoned_envelope(spec, h_ax, ft, sig_lats, weights, steer, n_r, n_t, sfft))
+    # The unsteered acquisition (the middle one, or the first of an even count) is what the
+    # envelope statistics describe: single-look, fully developed speckle.
+    env = envs[(p.compounding - 1) // 2]
+    shown = env if len(envs) == 1 else np.mean(envs, axis=0).astype(np.float32)
 
     # 5. attenuation with time-gain compensation for the background tissue, posterior gains
     inside = ~tables["outside"][beam_labels]
@@ -284,10 +280,13 @@ def simulate(labels: np.ndarray, schema: LabelSchema, klass: str | None, seed: i
     gain = np.power(np.float32(10.0), -excess_db / np.float32(20.0)).astype(np.float32)
     gain *= _posterior_gain(beam_labels, tables, inside)
     env *= gain
+    shown = shown * gain if shown is not env else env
+    if p.skin > 0 and g.kind == "linear":
+        shown = shown * _skin(n_r, row_mm, p.skin)[:, None]
 
     # 6. log compression and scan conversion
-    db = 20.0 * np.log10(env + 1e-6) + p.gain_db
-    grey = np.clip((db + 0.55 * p.dynamic_range_db) / p.dynamic_range_db, 0.0, 1.0)
+    db = 20.0 * np.log10(shown + 1e-6) + p.gain_db
+    grey = np.clip((db + 0.5 * p.dynamic_range_db) / p.dynamic_range_db, 0.0, 1.0)
     grey = geo.to_image(grey.astype(np.float32), g)
     if p.smooth_px > 0:
         import cv2
@@ -296,6 +295,54 @@ def simulate(labels: np.ndarray, schema: LabelSchema, klass: str | None, seed: i
     image = np.clip(grey * 255.0 + 0.5, 0, 255).astype(np.uint8)
     image[outside_px] = 0
     return SpeckleOutput(image, env, beam_labels, g, p)
+
+
+def _zone_weights(n_r: int, zones: int) -> list[np.ndarray]:
+    """Linear blending weights (summing to 1) of the depth zones, per beam sample."""
+    if zones == 1:
+        return [np.ones(n_r, np.float32)]
+    depth = (np.arange(n_r, dtype=np.float32) + 0.5) / n_r * zones - 0.5
+    out = []
+    for k in range(zones):
+        w = np.clip(1.0 - np.abs(depth - k), 0.0, 1.0)
+        if k == 0:
+            w[depth < 0] = 1.0
+        if k == zones - 1:
+            w[depth > k] = 1.0
+        out.append(w.astype(np.float32))
+    return out
+
+
+def _zoned_envelope(spec: np.ndarray, h_ax: np.ndarray, ft: int, sig_lats: list[float],
+                    weights: list[np.ndarray], steer: float, n_r: int, n_t: int,
+                    sfft: Any) -> np.ndarray:
+    """|IQ| of one acquisition: the scatterer spectrum times each zone's PSF, blended."""
+    k = np.fft.fftfreq(ft).astype(np.float32)
+    iq = np.zeros((n_r, n_t), np.complex64)
+    for s_lat, w in zip(sig_lats, weights, strict=True):
+        shift = steer * 1.5 / (2 * np.pi * s_lat)  # in cycles per beam line
+        h_lat = np.exp(-2.0 * (np.pi * s_lat * (k - shift)) ** 2).astype(np.float32)
+        tf = h_ax * h_lat[None, :]
+        # Unit output power for unit-power white scatterers (Parseval), in every zone.
+        tf = tf / np.float32(np.sqrt(np.mean(tf * tf)))
+        # Circular convolution: the PSF tails of the bottom rows wrap into the padding, not
+        # into the image, because the field sits at the start of the padded grid.
+        part = sfft.ifft2(spec * tf, workers=2)[:n_r, :n_t]
+        # Blend the complex IQ, not envelopes: a linear, depth-varying filter keeps the
+        # Gaussian statistics of the field (the envelope stays Rayleigh between zones), and
+        # weights summing to 1 keep the intensity flat since neighbouring zones' fields are
+        # nearly the same.
+        iq += part * w[:, None]
+    return np.abs(iq).astype(np.float32)
+
+
+def _skin(n_r: int, row_mm: float, strength: float) -> np.ndarray:
+    """Gain along depth for the skin line under a linear probe: a bright band ~0.6 mm thick
+    at the face, then the darker subcutaneous layer for a few mm."""
+    z = (np.arange(n_r, dtype=np.float32) + 0.5) * row_mm
+    bright = np.exp(-0.5 * ((z - 0.5) / 0.35) ** 2) * 1.8
+    dark = -0.35 * np.exp(-0.5 * ((z - 3.0) / 1.5) ** 2)
+    return np.exp(strength * (bright + dark)).astype(np.float32)
 
 
 def _posterior_gain(beam_labels: np.ndarray, tables: dict[str, np.ndarray],
