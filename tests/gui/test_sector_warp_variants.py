@@ -68,6 +68,24 @@ def test_warp_drag_moves_the_lesion_and_undo_restores_it(qtbot, window):
     assert np.array_equal(doc.labels.data, before)
 
 
+def test_warp_works_zoomed_in_where_each_mouse_move_is_a_fraction_of_a_pixel(qtbot, window):
+    doc = window.current_document()
+    before = doc.labels.data.copy()
+    right0 = np.nonzero(before[55:66] == 1)[1].max()
+    window.select_tool("warp")
+    window.canvas.set_brush_size(10)  # radius 20 px
+    window.canvas.set_zoom(8.0)  # one screen pixel = 1/8 image pixel
+    p = window.canvas.image_to_widget(104.0, 60.0)
+    window.canvas.pan_by(window.canvas.width() / 2 - p.x(), window.canvas.height() / 2 - p.y())
+    assert window.canvas.rect().contains(wpos(window, 106.0, 60.0))
+    drag(qtbot, window, [(100.0 + 0.25 * i, 60.0) for i in range(33)])  # 8 px in 1/4 steps
+    right1 = np.nonzero(doc.labels.data[55:66] == 1)[1].max()
+    assert right1 >= right0 + 4
+    assert len(doc.history) == 1
+    window.act_undo.trigger()
+    assert np.array_equal(doc.labels.data, before)
+
+
 def test_sector_handles_drag_and_apply_writes_the_sector_label(qtbot, fan_window):
     window = fan_window
     hc = load_preset("hc18")

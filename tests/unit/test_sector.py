@@ -134,3 +134,16 @@ def test_crop_survives_dict_round_trip_and_clips_the_outline():
     assert np.array_equal(back.rasterize((240, 320)), s.rasterize((240, 320)))
     pts = s.outline(64)
     assert pts[:, 0].max() <= 250 + 1e-6 and pts[:, 1].max() <= 239 + 1e-6
+
+
+def test_cropped_fan_has_crop_handles_and_side_handles_in_view():
+    s = Sector.fan((160, -400), 400, 700, -20, 20).with_crop(0, 0, 319, 239)
+    hs = s.handles()
+    assert {"crop_left", "crop_right", "crop_top", "crop_bottom"} <= set(hs)
+    for name in ("start", "end"):
+        x, y = hs[name]
+        assert 0 <= x <= 319 and 0 <= y <= 239  # on the visible part of the side
+    s2 = s.with_handle_moved("crop_right", 250, 100)
+    assert s2.x1 == 250 and s2.rasterize((240, 320))[:, 251:].sum() == 0
+    s3 = s.with_handle_moved("start", *s._polar(500, -25))
+    assert abs(s3.start_angle - -25) < 1e-6

@@ -144,13 +144,37 @@ class Sector:
                 "bottom_left": (self.x0, self.y1),
             }
         mid = 0.5 * (self.start_angle + self.end_angle)
-        return {
+        out = {
             "apex": (self.apex_x, self.apex_y),
             "inner": self._polar(self.inner_radius, mid),
             "outer": self._polar(self.outer_radius, mid),
-            "start": self._polar(self.outer_radius, self.start_angle),
-            "end": self._polar(self.outer_radius, self.end_angle),
+            "start": self._polar(self._side_radius(self.start_angle), self.start_angle),
+            "end": self._polar(self._side_radius(self.end_angle), self.end_angle),
         }
+        if self.has_crop:
+            cx, cy = 0.5 * (self.x0 + self.x1), 0.5 * (self.y0 + self.y1)
+            out.update({"crop_left": (self.x0, cy), "crop_right": (self.x1, cy),
+                        "crop_top": (cx, self.y0), "crop_bottom": (cx, self.y1)})
+        return out
+
+    def _side_radius(self, angle: float) -> float:
+        """Where on a side to put its handle: the outer end, or for a cropped fan the middle
+        of the part of the side inside the crop (the outer end is often far off the image)."""
+        if not self.has_crop:
+            return self.outer_radius
+        a = math.radians(angle)
+        d = (math.sin(a), math.cos(a))
+        lo, hi = self.inner_radius, self.outer_radius
+        # Liang-Barsky: clip apex + r * d, r in [lo, hi], to the crop rectangle.
+        for p0, dp, b0, b1 in ((self.apex_x, d[0], self.x0, self.x1),
+                               (self.apex_y, d[1], self.y0, self.y1)):
+            if abs(dp) < 1e-12:
+                if not b0 <= p0 <= b1:
+                    return self.outer_radius
+                continue
+            r0, r1 = sorted(((b0 - p0) / dp, (b1 - p0) / dp))
+            lo, hi = max(lo, r0), min(hi, r1)
+        return 0.5 * (lo + hi) if lo <= hi else self.outer_radius
 
     def with_handle_moved(self, name: str, x: float, y: float) -> Sector:
         """The geometry after dragging handle ``name`` to (x, y)."""
@@ -167,6 +191,12 @@ class Sector:
             return Sector.rectangle(x0, y0, x1, y1)
         if name == "apex":
             return replace(self, apex_x=x, apex_y=y)
+        if name.startswith("crop_"):
+            x0, y0, x1, y1 = self.x0, self.y0, self.x1, self.y1
+            side = name[5:]
+            x0, x1 = (x, x1) if side == "left" else (x0, x) if side == "right" else (x0, x1)
+            y0, y1 = (y, y1) if side == "top" else (y0, y) if side == "bottom" else (y0, y1)
+            return self.with_crop(x0, y0, x1, y1)
         r = math.hypot(x - self.apex_x, y - self.apex_y)
         ang = math.degrees(math.atan2(x - self.apex_x, y - self.apex_y))
         if name == "inner":
