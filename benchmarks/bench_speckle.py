@@ -207,6 +207,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--pymust", action="store_true", help="also one pymust SIMUS image")
     ap.add_argument("--pymust-size", type=int, default=256)
+    ap.add_argument("--pymust-depth-mm", type=float, default=20.0,
+                    help="phantom depth (scatterer count grows with its area)")
     ap.add_argument("--pictures", action="store_true", help="write docs/images/speckle_*.png")
     args = ap.parse_args()
     print("machine: 2-core CPU, no GPU, torch 2.13 CPU (the speckle backend uses no torch)")
@@ -229,7 +231,7 @@ def main() -> int:
             print("pymust: not installed (pip install -c constraints.txt pymust)")
         else:
             size = args.pymust_size
-            img, secs, n = pymust_image(lesion_map(size))
+            img, secs, n = pymust_image(lesion_map(size), args.pymust_depth_mm)
             ref = medians.get((size, "busi lesion, linear")) or statistics.median(
                 time_backend(lesion_map(size), "busi", "benign", args.repeats))
             print(f"pymust SIMUS {size}x{size}, 1 plane-wave transmit, {n} scatterers: "
