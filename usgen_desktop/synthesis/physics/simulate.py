@@ -35,7 +35,7 @@ SOUND_SPEED_MM_US = 1.54  # mm per microsecond: wavelength (mm) = 1.54 / f (MHz)
 # Probe defaults: a breast linear array vs abdominal curvilinear vs cardiac phased array.
 PROBE_DEFAULTS: dict[str, dict[str, float]] = {
     "linear": {"frequency_mhz": 7.5, "depth_mm": 40.0, "aperture_mm": 12.0},
-    "curvilinear": {"frequency_mhz": 3.5, "depth_mm": 70.0, "aperture_mm": 20.0},
+    "curvilinear": {"frequency_mhz": 5.0, "depth_mm": 70.0, "aperture_mm": 20.0},
     "phased": {"frequency_mhz": 2.5, "depth_mm": 140.0, "aperture_mm": 16.0},
 }
 
@@ -216,7 +216,7 @@ def simulate(labels: np.ndarray, schema: LabelSchema, klass: str | None, seed: i
     def lateral_sigma(z_mm: float) -> float:
         # Dynamic receive focusing: beam width ~ wavelength x depth / aperture, at least the
         # aperture-limited width near the face.
-        width_mm = lam * max(z_mm / p.aperture_mm, 2.0) * 1.8
+        width_mm = lam * max(z_mm / p.aperture_mm, 2.0) * 1.4
         if g.kind == "linear":
             sig = width_mm / 2.355 / col_mm
         else:
