@@ -265,6 +265,13 @@ def _imaged_region(gray: np.ndarray) -> np.ndarray:
     # area outside is black (0-3). A low fixed threshold plus a relative one handles both.
     t = max(6.0, 0.04 * float(np.percentile(blur, 99)))
     mask = (blur > t).astype(np.uint8)
+    # Many scanners write exactly 0 outside the fan, while anechoic fluid inside it (amniotic
+    # fluid at the top of an HC18 fan) sits at 1-2: there, "not zero" finds the fan's edge
+    # where any threshold would cut the fluid off. A median first drops stray non-zero pixels.
+    zero = gray == 0
+    if zero.mean() > 0.02 and (zero[0].any() or zero[-1].any() or zero[:, 0].any()
+                               or zero[:, -1].any()):
+        mask |= (cv2.medianBlur(gray, 5) > 0).astype(np.uint8)
     k = max(3, int(round(min(h, w) / 60)) | 1)
     # Opening removes thin scale bars, caliper marks and text strokes outside the fan.
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
