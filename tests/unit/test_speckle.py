@@ -196,3 +196,12 @@ def test_importing_the_backend_loads_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_fan_schema_without_a_drawn_fan_images_the_whole_frame():
+    """HC18's own masks hold only the head: id 0 then is tissue, not a black outside."""
+    m = np.zeros((120, 160), np.uint8)
+    cv2.ellipse(m, (80, 60), (30, 24), 0, 0, 360, 1, -1)
+    out = SpeckleBackend(load_preset("hc18")).simulate(LabelMap(m), None, 0)
+    assert out.geometry.kind == "linear"
+    assert (out.image > 0).mean() > 0.95 and out.image[m == 0].mean() > 40

@@ -187,6 +187,14 @@ def simulate(labels: np.ndarray, schema: LabelSchema, klass: str | None, seed: i
 
     labels = np.ascontiguousarray(labels, dtype=np.uint8)
     tables = tissue_tables(schema, klass)
+    sid = schema.sector_id
+    if sid is not None and tables["outside"].any() and not (labels == sid).any():
+        # A fan schema, but no fan drawn (e.g. HC18's head-only masks): the whole image is the
+        # field of view, and "outside" pixels are imaged as the sector's tissue, not black.
+        out_ids = tables["outside"].copy()
+        tables = {k: v.copy() for k, v in tables.items()}
+        for key, table in tables.items():
+            table[out_ids] = False if key == "outside" else table[sid]
     g, kind = choose_geometry(labels, schema, tables["outside"], (params or SpeckleParams()).probe)
     p = (params or SpeckleParams()).resolved(kind)
     rng = np.random.default_rng(int(seed))
