@@ -210,3 +210,12 @@ def test_out_of_memory_keeps_finished_pairs_and_gives_advice(tmp_path, capsys, m
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "ran out of memory" in err and "smaller batch" in err
     assert len(_manifest(out)) == 2  # the two finished pairs were kept
+
+
+def test_a_run_that_cannot_start_leaves_no_folder(tmp_path, capsys):
+    ds = _dataset(tmp_path / "ds", n=1)
+    out = tmp_path / "out"
+    assert _gen("--masks", str(ds), "--param", "probe=banana", "--out", str(out)) == 2
+    assert "Unknown probe" in capsys.readouterr().err
+    assert not out.exists()  # so the corrected command can use the same folder
+    assert _gen("--masks", str(ds), "--out", str(out)) == 0

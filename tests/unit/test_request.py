@@ -139,3 +139,9 @@ def test_speckle_through_run_is_deterministic():
     assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b, strict=True))
     assert not np.array_equal(a[0].image, a[1].image)
     assert a[0].provenance["backend"] == "speckle" and a[0].image.dtype == np.uint8
+
+
+def test_a_backend_missing_from_the_install_is_one_sentence(monkeypatch):
+    monkeypatch.setitem(req_mod.BACKENDS, "ghost", "usgen_desktop.synthesis.backends.ghost")
+    with pytest.raises(UsgenError, match="'ghost' backend is not part of this installation"):
+        run(GenerationRequest(_maps(1), load_preset("busi"), backend="ghost"))

@@ -201,10 +201,15 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
               "items of this shard are finished.", file=sys.stderr)
         return 0
 
-    bar = _progress_bar(len(todo), disabled=args.no_progress, what=masks.name)
+    # The bar and the folder's run file appear only once the backend has loaded and made
+    # something: a run that fails to start (no model, bad setting) leaves the folder as it was.
+    bar: Any = None
     written = 0
 
     def progress(p: Progress) -> None:
+        nonlocal bar
+        if bar is None and not args.no_progress:
+            bar = _progress_bar(p.total, disabled=False, what=masks.name)
         if bar is not None and p.total:
             bar.total = p.total
             bar.n = p.done
@@ -212,6 +217,8 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
 
     def on_result(res: Any) -> None:
         nonlocal written
+        if written == 0:
+            _claim_folder(target, signature, write=True)
         m, r = divmod(res.index, args.per_mask)
         case = f"{map_cases[m]}_{r:03d}"
         _write_pair(target, layout, case, res, mapping, docs[m], schema)
@@ -227,7 +234,8 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
     finally:
         if bar is not None:
             bar.close()
-        _write_description(target, args.format, mapping, schema, layout)
+        if written:
+            _write_description(target, args.format, mapping, schema, layout)
     print(f"usgen: wrote {written} pairs to '{target}' ({len(done)} were already there).",
           file=sys.stderr)
     return written
@@ -244,8 +252,9 @@ def _progress_bar(total: int, disabled: bool, what: str) -> Any:
                 dynamic_ncols=True)
 
 
-def _claim_folder(target: Path, signature: dict[str, Any]) -> None:
-    """Create ``target`` or check it holds this same run (to resume), never a different one."""
+def _claim_folder(target: Path, signature: dict[str, Any], write: bool = False) -> None:
+    """Check ``target`` is empty or holds this same run (to resume), never a different one;
+    with ``write``, create it and record the run."""
     from usgen_desktop.errors import ExportError
     from usgen_desktop.io.atomic import dumps_json, write_text_atomic
 
@@ -263,6 +272,8 @@ def _claim_folder(target: Path, signature: dict[str, Any]) -> None:
         return
     if target.exists() and any(p for p in target.iterdir() if not p.name.startswith(".")):
         raise ExportError(f"'{target}' is not empty; choose an empty folder for the output.")
+    if not write:
+        return
     try:
         target.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, dumps_json(signature))

@@ -122,7 +122,14 @@ class Backend(Protocol):
 
 
 def load_backend(request: GenerationRequest) -> Backend:
-    module = importlib.import_module(BACKENDS[request.backend])
+    try:
+        module = importlib.import_module(BACKENDS[request.backend])
+    except ModuleNotFoundError as exc:
+        if exc.name != BACKENDS[request.backend]:
+            raise  # a dependency of the backend is missing: the backend says which
+        raise UsgenError(
+            f"The '{request.backend}' backend is not part of this installation of USGen."
+        ) from exc
     return module.load(request)
 
 
