@@ -158,10 +158,11 @@ class Sector:
         return out
 
     def _side_radius(self, angle: float) -> float:
-        """Where on a side to put its handle: the outer end, or for a cropped fan the middle
-        of the part of the side inside the crop (the outer end is often far off the image)."""
+        """Where on a side to put its handle: half-way along it, or for a cropped fan half-way
+        along the part inside the crop. The ends of the sides of a curvilinear fan are often
+        far off the image, where a handle cannot be grabbed without zooming out."""
         if not self.has_crop:
-            return self.outer_radius
+            return 0.5 * (self.inner_radius + self.outer_radius)
         a = math.radians(angle)
         d = (math.sin(a), math.cos(a))
         lo, hi = self.inner_radius, self.outer_radius
@@ -170,11 +171,11 @@ class Sector:
                                (self.apex_y, d[1], self.y0, self.y1)):
             if abs(dp) < 1e-12:
                 if not b0 <= p0 <= b1:
-                    return self.outer_radius
+                    return 0.5 * (self.inner_radius + self.outer_radius)
                 continue
             r0, r1 = sorted(((b0 - p0) / dp, (b1 - p0) / dp))
             lo, hi = max(lo, r0), min(hi, r1)
-        return 0.5 * (lo + hi) if lo <= hi else self.outer_radius
+        return 0.5 * (lo + hi) if lo <= hi else 0.5 * (self.inner_radius + self.outer_radius)
 
     def with_handle_moved(self, name: str, x: float, y: float) -> Sector:
         """The geometry after dragging handle ``name`` to (x, y)."""
