@@ -160,8 +160,8 @@ def hc18_example() -> tuple[np.ndarray, np.ndarray, float] | None:
 
     import cv2
 
-    from usgen_desktop.core.sector import apply_sector, detect_sector
     from usgen_desktop.core.labels import LabelMap
+    from usgen_desktop.core.sector import apply_sector, detect_sector
 
     base = DATA / "hc18" / "head"
     name = "000_HC"
@@ -192,8 +192,8 @@ def make_pictures() -> None:
     if hc is not None:
         img, labels, pixel_mm = hc
         # the real scan's depth: the fan's radial extent in pixels x the pixel size
-        from usgen_desktop.core.sector import sector_from_labels
         from usgen_desktop.core.labels import LabelMap
+        from usgen_desktop.core.sector import sector_from_labels
 
         sec = sector_from_labels(LabelMap(labels), 2)
         depth_px = (sec.outer_radius - sec.inner_radius) if sec is not None and sec.is_fan \

@@ -12,7 +12,6 @@ Everything is seeded, so running it again gives the same label maps.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 

@@ -219,3 +219,28 @@ def test_a_run_that_cannot_start_leaves_no_folder(tmp_path, capsys):
     assert "Unknown probe" in capsys.readouterr().err
     assert not out.exists()  # so the corrected command can use the same folder
     assert _gen("--masks", str(ds), "--out", str(out)) == 0
+
+
+def test_ctrl_c_keeps_finished_pairs_and_the_next_run_completes(tmp_path, capsys, monkeypatch):
+    from usgen_desktop.synthesis.backends import speckle
+
+    ds = _dataset(tmp_path / "ds")
+    whole = tmp_path / "whole"
+    assert _gen("--masks", str(ds), "--per-mask", "2", "--out", str(whole)) == 0
+    real_generate = speckle.SpeckleBackend.generate
+    calls = {"n": 0}
+
+    def interrupted(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_generate(self, *a, **kw)
+
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        m.setattr(speckle.SpeckleBackend, "generate", interrupted)
+        assert _gen("--masks", str(ds), "--per-mask", "2", "--out", str(out)) == 130
+    assert "finished items were kept" in capsys.readouterr().err
+    assert len(_manifest(out)) == 3
+    assert _gen("--masks", str(ds), "--per-mask", "2", "--out", str(out)) == 0
+    assert _files(out) == _files(whole)
