@@ -244,3 +244,23 @@ def test_ctrl_c_keeps_finished_pairs_and_the_next_run_completes(tmp_path, capsys
     assert len(_manifest(out)) == 3
     assert _gen("--masks", str(ds), "--per-mask", "2", "--out", str(out)) == 0
     assert _files(out) == _files(whole)
+
+
+def test_shipped_demo_dataset_opens_with_its_schemas_and_classes():
+    from usgen_desktop.io import open_dataset
+    from usgen_desktop.paths import resources_dir
+
+    demo = resources_dir() / "demo"
+    size = sum(p.stat().st_size for p in demo.rglob("*") if p.is_file())
+    assert size < 2_000_000
+    busi = open_dataset(demo)
+    assert busi.schema.name == "busi" and len(busi.documents) >= 4
+    classes = {d.tags.get("class") for d in busi.documents}
+    assert classes == {"benign", "malignant", "normal"}
+    for d in busi.documents:
+        assert d.image is not None and d.image.height == d.labels.shape[0]
+        assert d.labels.data.any() == (d.tags["class"] != "normal")
+    hc = open_dataset(demo / "hc18")
+    assert hc.schema.name == "hc18"
+    for d in hc.documents:
+        assert set(d.labels.ids()) == {0, 1, 2}  # outside, head, fan
