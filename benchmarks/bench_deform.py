@@ -18,9 +18,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from usgen_desktop.core.deform import DeformParams, deform_label_map
+from usgen_desktop.core.deform import DeformParams, WarpStroke, deform_label_map
 from usgen_desktop.core.labels import LabelMap
-from usgen_desktop.core.sector import Sector
+from usgen_desktop.core.sector import Sector, detect_sector
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def echo_map(size: int) -> LabelMap:
@@ -58,6 +60,27 @@ def main() -> None:
         ref = time_ms(lambda: cv2.remap(lm.data, mx, my, cv2.INTER_NEAREST), args.repeats)
         v, r = statistics.median(var), statistics.median(ref)
         print(f"| {size}² | {v:.1f} | {max(var):.1f} | {r:.2f} | {v / r:.0f}x |")
+    # The warp tool: the snapshot taken at mouse press, then one mouse move (radius 40 px).
+    lm = echo_map(1024)
+    press = time_ms(lambda: WarpStroke(lm.data, 40, 2), args.repeats)
+    stroke = WarpStroke(lm.data, 40, 2)
+    pts = iter(range(10**6))
+    move = time_ms(lambda: stroke.drag((500.0 + next(pts) % 40, 500.0),
+                                       (503.0 + next(pts) % 40, 501.0)), args.repeats * 4)
+    print(f"\nWarp tool at 1024²: press (snapshot) median {statistics.median(press):.1f} ms, "
+          f"one mouse move (radius 40 px) median {statistics.median(move):.2f} ms, "
+          f"worst {max(move):.2f} ms.")
+    # Sector detection on real images when the shared data is there.
+    hc = sorted((DATA / "hc18" / "head" / "images").glob("*.png"))[:40]
+    if hc:
+        imgs = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in hc]
+        it = iter(range(10**6))
+        det = time_ms(lambda: detect_sector(imgs[next(it) % len(imgs)]), len(imgs))
+        print(f"Sector detection on {len(imgs)} HC18 images ({imgs[0].shape[1]}x"
+              f"{imgs[0].shape[0]}): median {statistics.median(det):.1f} ms, worst "
+              f"{max(det):.1f} ms.")
+    else:
+        print(f"Sector detection on real images: skipped ({DATA} not found).")
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src" / "masks"
         src.mkdir(parents=True)
