@@ -1,8 +1,9 @@
 """The ``speckle`` backend: a physics simulator that needs no weights (the default).
 
 Settings come from ``request.params`` (``probe``, ``frequency_mhz``, ``depth_mm``,
-``aperture_mm``, ``cycles``, ``dynamic_range_db``, ``gain_db``, ``heterogeneity``, ``zones``);
-tissue comes from the label schema's presets. One image per call, a single "step".
+``aperture_mm``, ``cycles``, ``dynamic_range_db``, ``gain_db``, ``heterogeneity``, ``zones``,
+``compounding``, ``skin``, ``smooth_px``; see ``physics.simulate.SpeckleParams``); tissue comes
+from the label schema's presets. One image per call, a single "step"; CPU, no weights, no torch.
 """
 
 from __future__ import annotations

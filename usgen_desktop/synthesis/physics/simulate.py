@@ -14,8 +14,16 @@ The chain, per image, in beam space (depth x beam line; see ``geometry``):
 4. envelope |IQ|, attenuation accumulated along each beam with time-gain compensation for the
    background tissue (so a more attenuating lesion shadows what lies beneath it), and the
    preset's posterior gain in the columns behind a lesion;
-5. log compression into the dynamic range, then scan conversion into the image frame; pixels
+5. for display, as scanners do: spatial compounding (the envelopes of three acquisitions
+   steered a few degrees apart, averaged), a skin line under a linear probe, log compression
+   into the dynamic range, scan conversion into the image frame, light smoothing; pixels
    outside the field of view are black.
+
+Tissue is not uniform on real scans: a smooth random structure (lobules, bands) with thin
+bright streaks (fibres, ligaments), elongated parallel to the skin, modulates the echogenicity
+of echogenic regions (hypoechoic lesions and fluid stay uniform). ``envelope`` in the output is
+the single, unsteered acquisition before log compression: its statistics are the physics
+(Rayleigh, mean/std 1.91, where scatterers are dense).
 """
 
 from __future__ import annotations
@@ -216,17 +224,14 @@ def simulate(labels: np.ndarray, schema: LabelSchema, klass: str | None, seed: i
     lam = SOUND_SPEED_MM_US / p.frequency_mhz
     ax_fwhm_mm = 0.5 * p.cycles * lam * 1.2  # round-trip pulse length (~FWHM of its envelope)
     sig_ax = max(0.7, ax_fwhm_mm / 2.355 / row_mm)
-    if g.kind == "linear":
-        col_mm = mm_px
-    else:
-        col_mm = None  # depends on depth: lateral width in angle below
 
     def lateral_sigma(z_mm: float) -> float:
-        # Dynamic receive focusing: beam width ~ wavelength x depth / aperture, at least the
-        # aperture-limited width near the face.
+        # Dynamic receive focusing: beam width ~ wavelength x F-number (depth / aperture),
+        # with an F-number of at least 2 near the face. In a fan, one beam line spans more
+        # millimetres with depth, so the width in lines is taken at this depth's radius.
         width_mm = lam * max(z_mm / p.aperture_mm, 2.0) * 1.4
         if g.kind == "linear":
-            sig = width_mm / 2.355 / col_mm
+            sig = width_mm / 2.355 / mm_px
         else:
             r_px = g.radius[0] + z_mm / mm_px
             col_px = max(r_px, 1.0) * (g.theta[1] - g.theta[0]) / max(n_t - 1, 1)
