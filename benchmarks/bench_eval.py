@@ -119,13 +119,10 @@ def generate(train_docs: list[Document], backend: str, seed: int, size: int | No
 
 def real_only(real: list[Document], train_idx, test_idx, args: argparse.Namespace) -> int:
     """The baseline alone: U-Net trained on the real train split, Dice on the dev split."""
-    import torch
 
     from usgen_desktop.evaluation.prepare import label_ids_of, to_arrays
     from usgen_desktop.evaluation.segmentation import downstream_utility
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     ids = label_ids_of(real)
     arr = to_arrays(real, args.size, ids)
     train, test = arr.subset(train_idx), arr.subset(test_idx)
@@ -215,6 +212,10 @@ def main() -> int:
     ap.add_argument("--no-fid", action="store_true")
     args = ap.parse_args()
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # before any timing, so every figure uses it
     data = Path(args.data)
     if not data.exists():
         print(f"skipped: {data} not found (the shared BUSI data is not on this machine)")
