@@ -10,6 +10,7 @@ the image, as on real scans. The fan is estimated from the label map (the pixels
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -49,6 +50,30 @@ def linear(shape: tuple[int, int]) -> Geometry:
 
 
 def estimate(fan: np.ndarray) -> Geometry:
+    """``fit`` with a small cache: a batch makes several images per label map, and the fit is
+    up to half the cost of an image at 512² (the key is a digest of the mask's bits)."""
+    import hashlib
+
+    fan = np.asarray(fan, bool)
+    key = (fan.shape, hashlib.blake2b(np.packbits(fan).tobytes(), digest_size=16).digest())
+    return _estimate_cached(key, fan)
+
+
+_CACHE: dict[tuple, Geometry] = {}
+_CACHE_SIZE = 16
+
+
+def _estimate_cached(key: tuple, fan: np.ndarray) -> Geometry:
+    g = _CACHE.get(key)
+    if g is None:
+        g = fit(fan)
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)), None)  # oldest first (dicts keep insertion order)
+        _CACHE[key] = g
+    return g
+
+
+def fit(fan: np.ndarray) -> Geometry:
     """Fit the probe geometry to a boolean field-of-view mask (True inside the fan).
 
     Uses ``core.sector``'s fit (robust edges, fan vs rectangle by overlap) and falls back to a
@@ -114,6 +139,7 @@ def _estimate_simple(fan: np.ndarray) -> Geometry:
     )
 
 
+@lru_cache(maxsize=8)
 def beam_to_image_maps(g: Geometry) -> tuple[np.ndarray, np.ndarray]:
     """cv2.remap maps that sample beam space at every image pixel (for scan conversion)."""
     h, w = g.shape
@@ -127,6 +153,7 @@ def beam_to_image_maps(g: Geometry) -> tuple[np.ndarray, np.ndarray]:
     return col.astype(np.float32), row.astype(np.float32)
 
 
+@lru_cache(maxsize=8)
 def image_to_beam_maps(g: Geometry) -> tuple[np.ndarray, np.ndarray]:
     """cv2.remap maps that sample the image at every beam-space sample."""
     n_r, n_t = g.beam_shape
