@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, QPointF, Qt
+from PySide6.QtGui import QMouseEvent
+from PySide6.QtWidgets import QApplication
 
 from tests.gui.test_editor import drag, make_doc, schema3, wpos
 from usgen_desktop.core.deform import DeformParams
@@ -82,6 +84,39 @@ def test_warp_works_zoomed_in_where_each_mouse_move_is_a_fraction_of_a_pixel(qtb
     right1 = np.nonzero(doc.labels.data[55:66] == 1)[1].max()
     assert right1 >= right0 + 4
     assert len(doc.history) == 1
+    window.act_undo.trigger()
+    assert np.array_equal(doc.labels.data, before)
+
+
+def drag_with(qtbot, win, points, mods):
+    canvas = win.canvas
+    qtbot.mousePress(canvas, Qt.MouseButton.LeftButton, mods, wpos(win, *points[0]))
+    for p in points[1:]:
+        # QTest's mouseMove carries no modifiers; send the move event with them ourselves.
+        ev = QMouseEvent(QEvent.Type.MouseMove, QPointF(wpos(win, *p)),
+                         QPointF(canvas.mapToGlobal(wpos(win, *p))), Qt.MouseButton.NoButton,
+                         Qt.MouseButton.LeftButton, mods)
+        QApplication.sendEvent(canvas, ev)
+    qtbot.mouseRelease(canvas, Qt.MouseButton.LeftButton, mods, wpos(win, *points[-1]))
+
+
+def test_shift_drag_moves_a_label_whole_and_ctrl_drag_scales_it(qtbot, window):
+    doc = window.current_document()
+    before = doc.labels.data.copy()
+    area0 = (before == 1).sum()
+    cx0 = np.nonzero(before == 1)[1].mean()
+    window.select_tool("warp")
+    drag_with(qtbot, window, [(80.0 + 2 * i, 60.0) for i in range(8)],
+              Qt.KeyboardModifier.ShiftModifier)  # 14 px to the right
+    moved = doc.labels.data
+    assert np.nonzero(moved == 1)[1].mean() == pytest.approx(cx0 + 14, abs=1.5)
+    assert abs((moved == 1).sum() - area0) < 0.03 * area0  # moved, not smeared
+    assert len(doc.history) == 1
+    window.act_undo.trigger()
+    assert np.array_equal(doc.labels.data, before)
+    drag_with(qtbot, window, [(80.0, 60.0 - 2 * i) for i in range(11)],
+              Qt.KeyboardModifier.ControlModifier)  # 20 px up: about 1.22x larger
+    assert (doc.labels.data == 1).sum() > 1.3 * area0
     window.act_undo.trigger()
     assert np.array_equal(doc.labels.data, before)
 
