@@ -205,3 +205,19 @@ def test_fan_schema_without_a_drawn_fan_images_the_whole_frame():
     out = SpeckleBackend(load_preset("hc18")).simulate(LabelMap(m), None, 0)
     assert out.geometry.kind == "linear"
     assert (out.image > 0).mean() > 0.95 and out.image[m == 0].mean() > 40
+
+
+def test_phased_fan_from_an_apex_in_the_image_and_the_fit_cache_tells_fans_apart():
+    h, w = 200, 240
+    yy, xx = np.mgrid[0:h, 0:w]
+    r, t = np.hypot(xx - w / 2, yy - 2.0), np.arctan2(xx - w / 2, yy - 2.0)
+    narrow = np.where((r < 190) & (np.abs(t) < 0.5), 2, 0).astype(np.uint8)
+    wide = np.where((r < 190) & (np.abs(t) < 0.7), 2, 0).astype(np.uint8)
+    narrow[90:120, 100:140] = 3  # myocardium-like block
+    b = SpeckleBackend(load_preset("echo"))
+    out_n = b.simulate(LabelMap(narrow), None, 0)
+    out_w = b.simulate(LabelMap(wide), None, 0)
+    assert out_n.geometry.kind == out_w.geometry.kind == "sector"
+    assert out_n.geometry.apex[1] < 10 and out_n.geometry.radius[0] < 5
+    assert out_w.geometry.theta[1] > out_n.geometry.theta[1] + 0.1
+    assert (out_n.image[narrow == 0] == 0).all() and (out_w.image[wide == 0] == 0).all()
