@@ -8,6 +8,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
 from usgen_desktop.core.sector import Sector
 
@@ -85,3 +86,24 @@ def test_skip_bad_flag(tmp_path):
     lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     assert lines and all(not ln["problems"] for ln in lines)
     assert len(lines) == len(list((out / "masks").iterdir()))
+
+
+def test_sector_labels_out_feeds_deform(tmp_path):
+    root = tmp_path / "ds"
+    make_dataset(root, n=1)
+    # masks without the sector, as HC18 ships them: only the head
+    m = cv2.imread(str(root / "masks" / "case0.png"), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(root / "masks" / "case0.png"), (m == 1).astype(np.uint8))
+    r = run("sector", "detect", str(root), "--out", str(tmp_path / "sec"),
+            "--labels-out", str(tmp_path / "lab"), "--no-overlay")
+    assert r.returncode == 0, r.stderr
+    lab = cv2.imread(str(tmp_path / "lab" / "masks" / "case0.png"), cv2.IMREAD_UNCHANGED)
+    fov = Sector.fan((64, -20), 30, 140, -30, 30).rasterize((96, 128))
+    assert set(np.unique(lab)) == {0, 1, 2}
+    assert (lab != 0).sum() == pytest.approx(fov.sum(), rel=0.05)
+    r = run("deform", "--masks", str(tmp_path / "lab"), "--n", "2", "--out",
+            str(tmp_path / "def"), "-q")
+    assert r.returncode == 0, r.stderr
+    for f in (tmp_path / "def" / "masks").iterdir():
+        v = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(v != 0, lab != 0)  # the sector stayed put

@@ -162,3 +162,17 @@ def test_drop_bad_leaves_out_variants_that_stay_bad():
     kept = make_variants(LabelMap(d), 2, zoom, seed=0, max_tries=3)
     assert len(kept) == 2 and all("label 1 vanished" in v.problems for v in kept)
     assert make_variants(LabelMap(d), 2, zoom, seed=0, max_tries=3, drop_bad=True) == []
+
+
+def test_elastic_field_is_smooth_enough_not_to_split_a_head():
+    """A B-spline field with the reference's 30 px at 256 px rarely folds: an ellipse the size
+    of a fetal head stays one piece (interpolating the control values split a third)."""
+    fov = Sector.fan((128, -60), 70, 330, -32, 32).rasterize((256, 256))
+    d = np.where(fov, 2, 0).astype(np.uint8)
+    cv2.ellipse(d, (128, 140), (60, 48), 20, 0, 360, 1, -1)
+    lm = LabelMap(d)
+    bad = [s for s in range(20)
+           if check_variant(lm, deform_label_map(lm, DeformParams(), s, 2), ignore=(0, 2))]
+    assert len(bad) <= 1
+    moved = [(deform_label_map(lm, DeformParams(), s, 2).data != d).mean() for s in range(3)]
+    assert min(moved) > 0.01  # and it still deforms visibly

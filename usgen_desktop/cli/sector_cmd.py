@@ -3,7 +3,9 @@
     usgen sector detect IMAGE_OR_DATASET --out DIR
 
 Writes, per image, ``<name>_sector.png`` (0/255 mask), ``<name>_overlay.png`` (the fitted
-outline on the image) and one ``sectors.json`` with the fitted geometry and confidence.
+outline on the image) and one ``sectors.json`` with the fitted geometry and confidence. With
+``--labels-out DIR`` it also writes the dataset's label maps with the sector applied, ready for
+``usgen deform --masks DIR`` (the sector then stays fixed while the anatomy deforms).
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("source", type=Path, metavar="IMAGE_OR_DATASET")
     d.add_argument("--out", required=True, type=Path, metavar="DIR")
     d.add_argument("--no-overlay", action="store_true", help="skip the overlay pictures")
+    d.add_argument("--labels-out", type=Path, metavar="DIR", default=None,
+                   help="also write each image's label map with the sector applied (anatomy "
+                   "outside the fan cleared, the rest of the fan given the sector label) to "
+                   "DIR/masks, a label-map dataset that `usgen deform --masks DIR` reads")
+    d.add_argument("--sector-id", type=int, default=None, metavar="ID",
+                   help="label id of the sector for --labels-out (default: the schema's)")
     d.set_defaults(func=run_detect)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -32,7 +40,10 @@ def run_detect(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
-    from usgen_desktop.core.sector import detect_sector
+    from dataclasses import replace
+
+    from usgen_desktop.core.labels import Label
+    from usgen_desktop.core.sector import apply_sector, detect_sector
     from usgen_desktop.errors import UsgenError
     from usgen_desktop.io import open_dataset
     from usgen_desktop.io.atomic import write_bytes_atomic, write_png_atomic, write_text_atomic
@@ -47,11 +58,33 @@ def run_detect(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsgenError(f"Could not create '{args.out}' ({exc.strerror or exc}).") from exc
+    sid = args.sector_id if args.sector_id is not None else result.schema.sector_id
+    schema = result.schema
+    if args.labels_out is not None:
+        if sid is None:
+            raise UsgenError("The dataset's label schema has no sector label; say which id to "
+                             "use with --sector-id.")
+        if not 1 <= sid <= 255:
+            raise UsgenError("--sector-id must lie between 1 and 255.")
+        if schema.get(sid) is None:
+            schema = schema.with_label(Label(sid, "sector", (60, 140, 255)))
+        schema = replace(schema, sector_id=sid)
+        try:
+            (args.labels_out / "masks").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsgenError(f"Could not create '{args.labels_out}' ({exc.strerror or exc}).") \
+                from exc
     records = {}
+    classes = {}
     for doc in docs:
         img = doc.image.to_uint8()
         fit = detect_sector(img)
         write_png_atomic(args.out / f"{doc.name}_sector.png", fit.mask.astype(np.uint8) * 255)
+        if args.labels_out is not None:
+            labelled = apply_sector(doc.labels, fit.mask, sid)
+            write_png_atomic(args.labels_out / "masks" / f"{doc.name}.png", labelled.data)
+            if doc.klass:
+                classes[doc.name] = doc.klass
         if not args.no_overlay:
             rgb = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
             pts = np.rint(fit.sector.outline(128)).astype(np.int32)
@@ -60,6 +93,9 @@ def run_detect(args: argparse.Namespace) -> int:
             write_bytes_atomic(args.out / f"{doc.name}_overlay.png", buf.tobytes())
         records[doc.name] = {**fit.sector.to_dict(), "confidence": round(fit.confidence, 4)}
     write_text_atomic(args.out / "sectors.json", json.dumps(records, indent=2))
+    if args.labels_out is not None:
+        sidecar = {"schema": schema.to_dict(), "classes": classes}
+        write_text_atomic(args.labels_out / "usgen.json", json.dumps(sidecar, indent=2))
     kinds = {}
     for r in records.values():
         kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1

@@ -83,17 +83,40 @@ def _affine_matrix(params: DeformParams, rng: np.random.Generator, h: int, w: in
     return np.hstack([inv, offset[:, None]])
 
 
+def _bspline_basis(n: int, size: int) -> np.ndarray:
+    """(size, n) weights of ``n`` cubic B-spline control points spread over ``size`` pixels.
+
+    As in TorchIO's elastic deformation (which the reference work used): the outer control
+    points sit one spacing outside the image, so the field is smooth up to the border.
+    """
+    n = max(4, int(n))
+    spacing = max(1.0, (size - 1) / (n - 3))
+    t = (np.arange(size, dtype=np.float64)[:, None] / spacing) + 1 - np.arange(n)[None, :]
+    a = np.abs(t)
+    return np.where(a < 1, 2 / 3 - a**2 + a**3 / 2,
+                    np.where(a < 2, (2 - a) ** 3 / 6, 0.0)).astype(np.float32)
+
+
 def _elastic_field(
     params: DeformParams, rng: np.random.Generator, h: int, w: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A smooth displacement field (dx, dy) from random control-point displacements."""
-    gy, gx = params.grid
-    disp = params.max_disp_px * (max(h, w) / 256.0)
-    cdx = rng.uniform(-disp, disp, size=(gy, gx)).astype(np.float32)
-    cdy = rng.uniform(-disp, disp, size=(gy, gx)).astype(np.float32)
-    dx = cv2.resize(cdx, (w, h), interpolation=cv2.INTER_CUBIC)
-    dy = cv2.resize(cdy, (w, h), interpolation=cv2.INTER_CUBIC)
-    return dx, dy
+    """A smooth displacement field (dx, dy) from random control-point displacements.
+
+    A cubic B-spline over the grid (TorchIO's model) rather than interpolating the control
+    values: interpolation passes through every random value and folds the map where two
+    neighbours point in opposite directions, which split labels in a third of the variants.
+    The outer ring of control points is locked (zero), so the image border stays put.
+    Displacement scales with the image per axis (30 px at 256 px).
+    """
+    gy, gx = (max(4, int(g)) for g in params.grid)
+    by, bx = _bspline_basis(gy, h), _bspline_basis(gx, w)
+    out = []
+    for scale in (w / 256.0, h / 256.0):
+        disp = params.max_disp_px * scale
+        c = rng.uniform(-disp, disp, size=(gy, gx)).astype(np.float32)
+        c[0, :] = c[-1, :] = c[:, 0] = c[:, -1] = 0.0
+        out.append(by @ c @ bx.T)
+    return out[0], out[1]
 
 
 def deform_label_map(
