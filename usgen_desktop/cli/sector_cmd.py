@@ -37,10 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_detect(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     import cv2
     import numpy as np
-
-    from dataclasses import replace
 
     from usgen_desktop.core.labels import Label
     from usgen_desktop.core.sector import apply_sector, detect_sector
