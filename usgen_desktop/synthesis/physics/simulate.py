@@ -299,7 +299,7 @@ def simulate(labels: np.ndarray, schema: LabelSchema, klass: str | None, seed: i
 
     # 6. log compression and scan conversion
     db = 20.0 * np.log10(shown + 1e-6) + p.gain_db
-    grey = np.clip((db + 0.5 * p.dynamic_range_db) / p.dynamic_range_db, 0.0, 1.0)
+    grey = np.clip((db + 0.42 * p.dynamic_range_db) / p.dynamic_range_db, 0.0, 1.0)
     grey = geo.to_image(grey.astype(np.float32), g)
     if p.smooth_px > 0:
         import cv2
