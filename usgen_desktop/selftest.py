@@ -179,6 +179,11 @@ def run_selftest(
             steps.run("demo", lambda: _step_demo(state, work, demo_dir))
             steps.run("generate", lambda: _step_generate(state))
             steps.run("export", lambda: _step_export(state, work))
+            # The default backend needs no torch, so check it on its own: the About box,
+            # the diffusion backends and training all need it.
+            steps.run("torch", lambda: _step_torch())
+            if _default_model() is not None:
+                steps.run("model", lambda: _step_model(state))
             if want_gui:
                 # The window step reports start-up without the self-test's own work.
                 state["steps_s"] = sum(steps.timings.values())
@@ -337,6 +342,42 @@ def _step_export(state: dict[str, Any], work: Path) -> str:
             raise SelftestFailure(f"The exported image {img_path.name} differs from the generated one.")
     size = sum(p.stat().st_size for p in report.out_dir.rglob("*") if p.is_file())
     return f"2 pairs, manifest ok, {size / 1024:.0f} KiB in {report.out_dir}"
+
+
+def _step_torch() -> str:
+    import torch
+
+    from usgen_desktop.licenses import runtime_info
+
+    x = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    if float((x @ x.T).trace()) != 506.0:
+        raise SelftestFailure("torch computes wrong results on this machine.")
+    info = runtime_info()
+    return f"torch {info['torch']} ({info['torch_build']} build), device found: {info['device']}"
+
+
+def _default_model() -> Path | None:
+    """The shipped diffusion model folder, if this installation has one."""
+    from usgen_desktop.paths import models_dir
+
+    folder = models_dir() / "sdm-default"
+    return folder if (folder / "usgen_model.json").is_file() else None
+
+
+def _step_model(state: dict[str, Any]) -> str:
+    """One small image from the shipped model (2 sampler steps: it proves loading, not quality)."""
+    from usgen_desktop.synthesis.request import GenerationRequest, run
+
+    folder = _default_model()
+    src = state["source"]
+    request = GenerationRequest(
+        label_maps=[src.labels], schema=state["schema"], backend="sdm", model_dir=str(folder),
+        seed=7, steps=2, count=1, device="auto",
+    )
+    results = run(request)
+    if len(results) != 1 or int(results[0].image.max()) == int(results[0].image.min()):
+        raise SelftestFailure(f"The default model in {folder} made no usable image.")
+    return f"1 image from {folder.name} on {results[0].provenance.get('device')} (2 steps)"
 
 
 def _step_window(state: dict[str, Any], work: Path) -> str:

@@ -123,3 +123,23 @@ def test_usgen_selftest_cli(tmp_path, monkeypatch, capsys):
     demo = make_demo(tmp_path / "demo")
     assert main(["selftest", "--demo", str(demo), "--out", str(tmp_path / "o")]) == 0
     assert "self-test passed" in capsys.readouterr().out
+
+
+def test_selftest_checks_torch_and_a_shipped_default_model(tmp_path, monkeypatch, capsys):
+    """With models/sdm-default installed, the self-test also samples it (2 steps)."""
+    pytest.importorskip("diffusers")
+    from usgen_desktop.core.labels import load_preset
+    from usgen_desktop.synthesis.backends.sdm import SdmConfig, build_unet, save_model
+
+    cfg = SdmConfig(size=(32, 32), schema=load_preset("busi"),
+                    classes=["normal", "benign", "malignant"])
+    unet = build_unet(cfg, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8)
+    save_model(unet, cfg, tmp_path / "models" / "sdm-default")
+    monkeypatch.setenv("USGEN_MODELS", str(tmp_path / "models"))
+    _fake_backend(monkeypatch)
+    code = run_selftest(out_dir=tmp_path / "o", gui=False, demo_dir=make_demo(tmp_path / "d"))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "[ok]   torch" in out and "build), device found:" in out
+    assert "[ok]   model" in out and "sdm-default" in out
+    assert "models: sdm-default" in out
