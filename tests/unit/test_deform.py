@@ -176,3 +176,16 @@ def test_elastic_field_is_smooth_enough_not_to_split_a_head():
     assert len(bad) <= 1
     moved = [(deform_label_map(lm, DeformParams(), s, 2).data != d).mean() for s in range(3)]
     assert min(moved) > 0.01  # and it still deforms visibly
+
+
+def test_bad_parameters_are_one_sentence_errors():
+    import pytest
+
+    from usgen_desktop.errors import UsgenError
+
+    DeformParams().validate()
+    for bad in (DeformParams(scale=(1.1, 0.9)), DeformParams(scale=(0, 1)),
+                DeformParams(max_disp_px=-1), DeformParams(grid=(3, 10)),
+                DeformParams(translate_frac=2)):
+        with pytest.raises(UsgenError):
+            bad.validate()

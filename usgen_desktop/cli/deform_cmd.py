@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         affine=not args.no_affine, elastic=not args.no_elastic,
         keep_sector=not args.no_keep_sector,
     )
+    params.validate()
     result = open_dataset(args.masks)
     for problem in result.problems:
         print(f"usgen: {problem}", file=sys.stderr)

@@ -19,6 +19,7 @@ import numpy as np
 
 from usgen_desktop.core.labels import LabelMap
 from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn, no_progress
+from usgen_desktop.errors import UsgenError
 
 Box = tuple[int, int, int, int]
 
@@ -36,6 +37,23 @@ class DeformParams:
     affine: bool = True
     elastic: bool = True
     keep_sector: bool = True
+
+    def validate(self) -> None:
+        """Raise a one-sentence UsgenError for ranges a user can get wrong."""
+        lo, hi = self.scale
+        if not 0 < lo <= hi:
+            raise UsgenError("The scale range must be positive with its minimum not above its "
+                             f"maximum (got {lo} to {hi}).")
+        for name, v in (("rotation", self.rotation_deg), ("translation", self.translate_frac),
+                        ("shear", self.shear_deg), ("elastic displacement", self.max_disp_px)):
+            if v < 0:
+                raise UsgenError(f"The maximum {name} cannot be negative (got {v}).")
+        if self.translate_frac > 1:
+            raise UsgenError("The maximum shift is a fraction of the image size: at most 1.")
+        if self.shear_deg >= 80:
+            raise UsgenError("The maximum shear must be under 80 degrees.")
+        if min(self.grid) < 4:
+            raise UsgenError("The elastic grid needs at least 4 control points per side.")
 
     @classmethod
     def identity(cls) -> DeformParams:

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 from usgen_desktop.core.deform import DeformParams, Variant, make_variants
 from usgen_desktop.core.document import Document
 from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn, no_progress
+from usgen_desktop.errors import UsgenError
 from usgen_desktop.gui.gallery import label_colors, rgb_to_qimage
 
 THUMB = 120
@@ -55,7 +56,7 @@ class VariantsDialog(QDialog):
         self.scale_min = QDoubleSpinBox(minimum=0.2, maximum=2, value=d.scale[0], singleStep=0.05)
         self.scale_max = QDoubleSpinBox(minimum=0.2, maximum=3, value=d.scale[1], singleStep=0.05)
         self.shear = QDoubleSpinBox(minimum=0, maximum=45, value=d.shear_deg, suffix=" °")
-        self.grid = QSpinBox(minimum=2, maximum=40, value=d.grid[0])
+        self.grid = QSpinBox(minimum=4, maximum=40, value=d.grid[0])
         self.disp = QDoubleSpinBox(minimum=0, maximum=200, value=d.max_disp_px,
                                    suffix=" px at 256²")
         self.keep_sector = QCheckBox("Sector stays fixed")
@@ -221,8 +222,13 @@ class VariantsController:
         if dlg.exec() != QDialog.DialogCode.Accepted:
             return
         docs = [doc] if dlg.scope.currentIndex() == 0 or not selected else selected
-        self.start(docs, dlg.n.value(), dlg.params(), dlg.seed.value(),
-                   dlg.skip_bad.isChecked())
+        params = dlg.params()
+        try:
+            params.validate()
+        except UsgenError as exc:
+            w.show_error(str(exc))
+            return
+        self.start(docs, dlg.n.value(), params, dlg.seed.value(), dlg.skip_bad.isChecked())
 
 
 def install(window: QMainWindow) -> VariantsController:
