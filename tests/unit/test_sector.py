@@ -147,3 +147,17 @@ def test_cropped_fan_has_crop_handles_and_side_handles_in_view():
     assert s2.x1 == 250 and s2.rasterize((240, 320))[:, 251:].sum() == 0
     s3 = s.with_handle_moved("start", *s._polar(500, -25))
     assert abs(s3.start_angle - -25) < 1e-6
+
+
+def test_filled_annotation_boxes_touching_or_near_the_fan_are_not_swallowed():
+    truth = Sector.fan((160, -60), 90, 230, -30, 30)
+    img = scan(truth)
+    cv2.rectangle(img, (5, 100), (70, 118), 230, -1)  # a label box touching the fan's side
+    cv2.putText(img, "HEAD", (10, 114), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 0, 1)
+    cv2.rectangle(img, (270, 20), (315, 40), 200, -1)  # a separate bright box
+    assert truth.rasterize((240, 320))[100:119, 5:71].any()  # it does touch
+    fit = detect_sector(img)
+    assert fit.kind == "curvilinear"
+    assert fit.mask[100:119, 5:60].sum() < 0.03 * 55 * 19
+    assert not fit.mask[20:41, 270:316].any()
+    assert iou(fit.mask, truth.rasterize((240, 320))) > 0.93
