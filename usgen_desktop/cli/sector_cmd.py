@@ -99,6 +99,7 @@ def run_detect(args: argparse.Namespace) -> int:
     kinds = {}
     for r in records.values():
         kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
-    print(f"usgen: sectors of {len(records)} images in {args.out} "
+    noun = "image" if len(records) == 1 else "images"
+    print(f"usgen: sectors of {len(records)} {noun} in {args.out} "
           f"({', '.join(f'{v} {k}' for k, v in sorted(kinds.items()))})", file=sys.stderr)
     return 0

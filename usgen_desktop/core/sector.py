@@ -415,8 +415,10 @@ def detect_sector(image: np.ndarray) -> SectorFit:
     if nL >= enough and nR >= enough:
         apex_y = (bR - bL) / (aL - aR)
         apex = (aL * apex_y + bL, apex_y)
-    elif nL >= enough or nR >= enough:
-        a, b = (aL, bL) if nL >= enough else (aR, bR)
+    elif max(nL, nR) >= max(enough, 0.25 * (rows[-1] - rows[0])):
+        # One side alone must be long: a short straight run is as likely the wall of a cyst
+        # or a shadow cut by the threshold as the edge of a fan.
+        a, b = (aL, bL) if nL >= nR else (aR, bR)
         apex = _apex_on_line(a, b, region, int(top), int(bottom))
         if apex is None:
             far = -8.0 * max(h, w)
@@ -424,8 +426,10 @@ def detect_sector(image: np.ndarray) -> SectorFit:
     if apex is not None and apex[1] < bottom:
         yy, xx = np.nonzero(region)
         theta = np.degrees(np.arctan2(xx - apex[0], yy - apex[1]))
-        start = math.degrees(math.atan(aL)) if nL >= enough else float(np.percentile(theta, 0.2))
-        end = math.degrees(math.atan(aR)) if nR >= enough else float(np.percentile(theta, 99.8))
+        two = nL >= enough and nR >= enough
+        use_l, use_r = (True, True) if two else (nL >= nR, nR > nL)
+        start = math.degrees(math.atan(aL)) if use_l else float(np.percentile(theta, 0.2))
+        end = math.degrees(math.atan(aR)) if use_r else float(np.percentile(theta, 99.8))
         r_in, r_out = _radii(region, *apex)
         kind = "phased" if r_in < 0.08 * max(h, w) else "curvilinear"
         if kind == "phased":
