@@ -189,3 +189,13 @@ def test_bad_parameters_are_one_sentence_errors():
                 DeformParams(translate_frac=2)):
         with pytest.raises(UsgenError):
             bad.validate()
+
+
+def test_warp_stroke_keeps_its_field_local_and_takes_numpy_points():
+    big = np.zeros((2048, 2048), np.uint8)
+    big[1000:1040, 1000:1040] = 1
+    stroke = WarpStroke(big, 30)
+    res = stroke.drag((np.float64(1020.0), np.float64(1020.0)), (np.float64(1030.0), 1021.0))
+    assert res is not None
+    y0, y1, x0, x1 = stroke._box
+    assert (y1 - y0) * (x1 - x0) < 100 * 100  # not a full-size field

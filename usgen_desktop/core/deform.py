@@ -271,9 +271,11 @@ class WarpStroke:
     def __init__(self, label_data: np.ndarray, radius: float, sector_id: int | None = None):
         self.original = np.ascontiguousarray(label_data).copy()
         self.radius = max(2.0, float(radius))
-        h, w = self.original.shape
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        self.map_x, self.map_y = xx, yy
+        # The backward map is stored only over the box the drag has reached so far (identity
+        # elsewhere): full-size maps would cost 128 MB and a stall at press on a 4096² image.
+        self._box: Box = (0, 0, 0, 0)
+        self.map_x = np.zeros((0, 0), np.float32)
+        self.map_y = np.zeros((0, 0), np.float32)
         self.sector_id = sector_id
         self._fov = self.original != 0
         # The sector (field of view) never moves: only the anatomy on it does.
@@ -294,13 +296,33 @@ class WarpStroke:
         f = _falloff((xx - x1) ** 2 + (yy - y1) ** 2, r)
         # Backward map: what lands at p came from p - d * f(|p - end|); composing with the
         # field so far keeps every later move relative to the snapshot.
-        sx = np.clip(xx - dx * f, 0, w - 1)
-        sy = np.clip(yy - dy * f, 0, h - 1)
-        new_x = cv2.remap(self.map_x, sx, sy, cv2.INTER_LINEAR)
-        new_y = cv2.remap(self.map_y, sx, sy, cv2.INTER_LINEAR)
-        self.map_x[by0:by1, bx0:bx1] = new_x
-        self.map_y[by0:by1, bx0:bx1] = new_y
+        # float32 always: numpy float64 drag points would promote, and cv2.remap wants float32
+        sx = np.clip(xx - np.float32(dx) * f, 0, w - 1).astype(np.float32, copy=False)
+        sy = np.clip(yy - np.float32(dy) * f, 0, h - 1).astype(np.float32, copy=False)
+        # The stored maps must cover every point sampled (up to |d| outside the step's box).
+        m = int(math.ceil(math.hypot(dx, dy))) + 2
+        self._grow((max(0, by0 - m), min(h, by1 + m), max(0, bx0 - m), min(w, bx1 + m)))
+        oy, ox = self._box[0], self._box[2]
+        new_x = cv2.remap(self.map_x, sx - ox, sy - oy, cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+        new_y = cv2.remap(self.map_y, sx - ox, sy - oy, cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+        self.map_x[by0 - oy : by1 - oy, bx0 - ox : bx1 - ox] = new_x
+        self.map_y[by0 - oy : by1 - oy, bx0 - ox : bx1 - ox] = new_y
         return (by0, by1, bx0, bx1)
+
+    def _grow(self, box: Box) -> None:
+        """Extend the stored maps to cover ``box``; new parts start as the identity."""
+        y0, y1, x0, x1 = self._box
+        if y1 > y0 and box[0] >= y0 and box[1] <= y1 and box[2] >= x0 and box[3] <= x1:
+            return
+        u = box if y1 <= y0 else (min(y0, box[0]), max(y1, box[1]),
+                                  min(x0, box[2]), max(x1, box[3]))
+        yy, xx = np.mgrid[u[0] : u[1], u[2] : u[3]].astype(np.float32)
+        if y1 > y0:
+            xx[y0 - u[0] : y1 - u[0], x0 - u[2] : x1 - u[2]] = self.map_x
+            yy[y0 - u[0] : y1 - u[0], x0 - u[2] : x1 - u[2]] = self.map_y
+        self._box, self.map_x, self.map_y = u, xx, yy
 
     def drag(
         self, start_xy: tuple[float, float], end_xy: tuple[float, float]
@@ -327,8 +349,12 @@ class WarpStroke:
     def values(self, box: Box) -> np.ndarray:
         """The warped labels inside ``box``."""
         y0, y1, x0, x1 = box
-        moved = cv2.remap(self._anatomy, self.map_x[y0:y1, x0:x1], self.map_y[y0:y1, x0:x1],
-                          cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+        self._grow(box)
+        oy, ox = self._box[0], self._box[2]
+        mx = self.map_x[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+        my = self.map_y[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+        moved = cv2.remap(self._anatomy, mx, my, cv2.INTER_NEAREST,
+                          borderMode=cv2.BORDER_REPLICATE)
         if not self._keep_sector:
             return moved
         fov = self._fov[y0:y1, x0:x1]
