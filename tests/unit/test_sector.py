@@ -161,3 +161,12 @@ def test_filled_annotation_boxes_touching_or_near_the_fan_are_not_swallowed():
     assert fit.mask[100:119, 5:60].sum() < 0.03 * 55 * 19
     assert not fit.mask[20:41, 270:316].any()
     assert iou(fit.mask, truth.rasterize((240, 320))) > 0.93
+
+
+def test_probe_prior():
+    truth = Sector.fan((160, -60), 90, 230, -30, 30)
+    img = scan(truth)
+    assert detect_sector(img, probe="linear").kind == "linear"
+    assert detect_sector(img, probe="curvilinear").kind == "curvilinear"
+    rect = scan(Sector.rectangle(30, 12, 290, 225), ui=False)
+    assert detect_sector(rect, probe="curvilinear").kind == "linear"  # no fan in view at all

@@ -26,6 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("source", type=Path, metavar="IMAGE_OR_DATASET")
     d.add_argument("--out", required=True, type=Path, metavar="DIR")
     d.add_argument("--no-overlay", action="store_true", help="skip the overlay pictures")
+    d.add_argument("--probe", choices=("auto", "linear", "curvilinear", "phased"),
+                   default="auto", help="the probe, when known: linear fits only rectangles, "
+                   "a fan probe prefers fans (default: decide per image)")
     d.add_argument("--labels-out", type=Path, metavar="DIR", default=None,
                    help="also write each image's label map with the sector applied (anatomy "
                    "outside the fan cleared, the rest of the fan given the sector label) to "
@@ -78,7 +81,7 @@ def run_detect(args: argparse.Namespace) -> int:
     classes = {}
     for doc in docs:
         img = doc.image.to_uint8()
-        fit = detect_sector(img)
+        fit = detect_sector(img, probe=None if args.probe == "auto" else args.probe)
         write_png_atomic(args.out / f"{doc.name}_sector.png", fit.mask.astype(np.uint8) * 255)
         if args.labels_out is not None:
             labelled = apply_sector(doc.labels, fit.mask, sid)

@@ -372,13 +372,15 @@ def _apex_on_line(
     return a * t + b, t
 
 
-def detect_sector(image: np.ndarray) -> SectorFit:
+def detect_sector(image: np.ndarray, probe: str | None = None) -> SectorFit:
     """Find the imaged region of an ultrasound image and fit a fan or a rectangle to it.
 
     The fan may be seen through a display crop (zoomed or panned scans): then the fit is a fan
     whose crop rectangle is the imaged region's bounding box. With both sides of the fan in
     view the apex is where they meet; with one side, it is found from an inner or outer arc;
     with no arc either, it is put far up that side, which rasterises the same region.
+    ``probe`` (the schema's probe, when known) is a prior: ``linear`` fits only rectangles;
+    ``curvilinear`` / ``phased`` keep a fan unless a rectangle fits clearly better.
     """
     gray = np.asarray(image)
     if gray.ndim == 3:
@@ -438,14 +440,18 @@ def detect_sector(image: np.ndarray) -> SectorFit:
         candidates.append(fan)
         candidates.append(fan.with_crop(*crop))
 
-    best, best_iou = candidates[0], -1.0
+    if probe == "linear":
+        candidates = [c for c in candidates if not c.is_fan]
+    # A fan has more parameters than a rectangle, a crop more than a bare fan: each must earn
+    # its place by fitting clearly better; a fan probe turns that around.
+    fan_bonus = -0.02 if probe in ("curvilinear", "phased") else 0.01
+    best, best_iou, best_score = candidates[0], -1.0, -2.0
     for cand in candidates:
         m = cand.rasterize((h, w))
         iou = float((m & region).sum()) / max(1, int((m | region).sum()))
-        # A fan has more parameters than a rectangle, a crop more than a bare fan: each must
-        # earn its place by fitting clearly better.
-        if iou > best_iou + (0.01 if cand.is_fan else 0.0):
-            best, best_iou = cand, iou
+        score = iou - (fan_bonus + 0.01 * cand.has_crop if cand.is_fan else 0.0)
+        if score > best_score:
+            best, best_iou, best_score = cand, iou, score
     return SectorFit(best, best.rasterize((h, w)), max(0.0, best_iou))
 
 

@@ -220,7 +220,9 @@ def install(window: QMainWindow) -> SectorTool:
         if doc is None or doc.image is None:
             window.show_error("Detecting a sector needs an image; draw one with the Sector tool.")
             return
-        fit = detect_sector(doc.image.to_uint8())
+        # A schema with a sector label is a fan schema (HC18, echo): its probe is a fair prior.
+        prior = doc.schema.probe if doc.schema.sector_id is not None else None
+        fit = detect_sector(doc.image.to_uint8(), probe=prior)
         set_sector(doc, fit.sector)
         window.select_tool("sector")
         window.statusBar().showMessage(
