@@ -66,7 +66,7 @@ if command -v Xvfb > /dev/null; then
   sleep 2.5
   if command -v import > /dev/null && grep -q "holding" "$LOG/selftest-xvfb.log"; then
     mkdir -p "$(dirname "$SHOT")"
-    DISPLAY="$disp" import -window root -resize 1100x -quality 95 "$LOG/packaged-full.png" \
+    DISPLAY="$disp" import -window root -crop 1290x830+0+0 +repage -resize 1100x "$LOG/packaged-full.png" \
       && convert "$LOG/packaged-full.png" -colors 256 -strip "PNG8:$SHOT" \
       && echo "screenshot: $SHOT ($(du -k "$SHOT" | cut -f1) KiB)"
   else
@@ -105,7 +105,42 @@ done
 median="$(printf '%s\n' "${times[@]}" | sort -n | sed -n 2p)"
 echo "median process wall time to window shown and closed: ${median} s"
 
-echo; echo "== 4. size"
+echo; echo "== 4. a user's first start under Xvfb: window mapped, Help > About"
+if command -v Xvfb > /dev/null && command -v xdotool > /dev/null; then
+  disp=":$(( 80 + RANDOM % 9 ))"
+  Xvfb "$disp" -screen 0 1400x900x24 -nolisten tcp > "$LOG/xvfb2.log" 2>&1 &
+  xvfb_pid=$!
+  sleep 1.5
+  h="$(fresh_home)"
+  s=$(date +%s.%N)
+  DISPLAY="$disp" run_clean "$h" "$EXE" > "$LOG/first-start.log" 2>&1 &
+  app_pid=$!
+  # time until the main window is mapped on the X server: what a double-click costs
+  if win="$(DISPLAY="$disp" timeout 60 xdotool search --sync --onlyvisible --name "USGen Desktop" | head -1)" && [[ -n "$win" ]]; then
+    e=$(date +%s.%N)
+    echo "first start (xcb, empty user folders): main window mapped after $(echo "$e - $s" | bc) s"
+    sleep 2
+    # no window manager under Xvfb: give the window the keyboard focus by hand
+    DISPLAY="$disp" xdotool windowfocus --sync "$win"
+    DISPLAY="$disp" xdotool key alt+h && sleep 0.8 && DISPLAY="$disp" xdotool key a
+    if DISPLAY="$disp" timeout 20 xdotool search --sync --onlyvisible --name "About USGen Desktop" > /dev/null; then
+      sleep 1.5
+      echo "Help > About opened"
+      command -v import > /dev/null && DISPLAY="$disp" import -window root "$LOG/about.png" \
+        && echo "About screenshot: $LOG/about.png"
+    else
+      echo "smoke: FAIL Help > About did not open"; fail=1
+    fi
+  else
+    echo "smoke: FAIL the main window never appeared"; cat "$LOG/first-start.log"; fail=1
+  fi
+  kill $app_pid 2>/dev/null; wait $app_pid 2>/dev/null
+  kill $xvfb_pid 2>/dev/null; wait $xvfb_pid 2>/dev/null
+else
+  echo "smoke: Xvfb or xdotool missing; skipped"
+fi
+
+echo; echo "== 5. size"
 after="$(cd "$APP" && find . -type f | sort | md5sum)"
 if [[ "$before" == "$after" ]]; then echo "install folder unchanged by the runs: ok"
 else echo "smoke: FAIL the app wrote into its install folder"; fail=1; fi

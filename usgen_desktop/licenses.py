@@ -24,6 +24,8 @@ class Component:
     name: str
     license: str
     note: str = ""
+    # the import name that tells whether this build carries it (None: always shipped)
+    module: str | None = None
 
 
 # What the PyInstaller build bundles (the pip distribution names users will search for).
@@ -41,9 +43,11 @@ COMPONENTS: tuple[Component, ...] = (
         "BSD-3-Clause",
         "with bundled parts under Apache-2.0, BSD-2-Clause, BSL-1.0 and MIT",
     ),
-    Component("diffusers", "Apache-2.0"),
-    Component("transformers", "Apache-2.0", "only for the optional ControlNet backend"),
-    Component("peft", "Apache-2.0"),
+    Component("diffusers", "Apache-2.0", module="diffusers"),
+    Component("transformers", "Apache-2.0", "for the optional ControlNet backend",
+              module="transformers"),
+    Component("peft", "Apache-2.0", module="peft"),
+    Component("accelerate", "Apache-2.0", module="accelerate"),
     Component("safetensors", "Apache-2.0"),
     Component("huggingface_hub", "Apache-2.0", "used offline only; no hub access"),
     Component("OpenCV (opencv-python-headless)", "Apache-2.0"),
@@ -184,12 +188,29 @@ def runtime_info(qt: dict[str, str] | None = None) -> dict[str, Any]:
     return info
 
 
+def shipped_components() -> list[Component]:
+    """The components this installation really carries (optional ones only when present)."""
+    import importlib.util
+
+    out = []
+    for c in COMPONENTS:
+        if c.module is not None:
+            try:
+                if importlib.util.find_spec(c.module) is None:
+                    continue
+            except (ImportError, ValueError):
+                continue
+        out.append(c)
+    return out
+
+
 def licenses_text() -> str:
     """The third-party licence table as plain text."""
-    width = max(len(c.name) for c in COMPONENTS)
+    shipped = shipped_components()
+    width = max(len(c.name) for c in shipped)
     lines = [f"USGen Desktop {__version__} is licensed under {APP_LICENSE}.", "",
              "Third-party software shipped with it:"]
-    for c in COMPONENTS:
+    for c in shipped:
         line = f"  {c.name.ljust(width)}  {c.license}"
         if c.note:
             line += f"  ({c.note})"
@@ -222,6 +243,7 @@ def about_text(qt: dict[str, str] | None = None) -> str:
         f"Device found: {info['device']}",
         f"PySide6 {info.get('pyside6', 'unknown')}"
         + (f", Qt {info['qt']}" if info.get("qt") else ""),
+        "",
         "",
     ]
     return "\n".join(head) + licenses_text() + "\n\n" + citations_text() + "\n"
