@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 
@@ -36,8 +36,7 @@ class EvalConfig:
     kid_subset: int = 100
     speckle_dynamic_range_db: float = 60.0  # assumed log-compression to linearise pixels
     grid_samples: int = 6
-    threads: int | None = None  # torch threads; None keeps torch's default
-    extra: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None  # torch threads; None keeps torch's default (1 on a busy box)
 
     def steps_per_arm(self, n_real_train: int) -> int:
         """The optimiser-step budget shared by every segmentation arm (``steps`` when set)."""
