@@ -20,5 +20,5 @@ cp "$HERE/icons/usgen.svg" "$DATA/icons/hicolor/scalable/apps/usgen-desktop.svg"
 sed -e "s|^Exec=.*|Exec=\"$HERE/usgen-desktop\" %F|" -e "s|^TryExec=.*|TryExec=$HERE/usgen-desktop|" \
   "$HERE/usgen-desktop.desktop" > "$DATA/applications/usgen-desktop.desktop"
 command -v update-desktop-database >/dev/null 2>&1 && update-desktop-database "$DATA/applications" || true
-command -v gtk-update-icon-cache >/dev/null 2>&1 && gtk-update-icon-cache -q "$DATA/icons/hicolor" || true
+command -v gtk-update-icon-cache >/dev/null 2>&1 && gtk-update-icon-cache -q "$DATA/icons/hicolor" 2>/dev/null || true
 echo "USGen Desktop added to the application menu ($DATA/applications/usgen-desktop.desktop)."
