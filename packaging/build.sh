@@ -11,6 +11,7 @@
 #   TORCH_SPEC       the torch requirement to install first (default torch==2.13.0)
 #   TORCH_INDEX_URL  extra index for torch wheels (the CUDA builds live outside PyPI)
 #   USGEN_STRIP=1    strip symbols from shared libraries (smaller folder)
+#   USGEN_MODELS_SRC a models folder to ship instead of <repo>/models (weights, configs, cards)
 #   USGEN_WITH_CONTROLNET=1  also bundle transformers for the optional ControlNet backend
 # Writes dist/usgen-desktop/ (git-ignored). Log: everything goes to stdout.
 set -euo pipefail
@@ -27,7 +28,7 @@ clean=0
 for arg in "$@"; do
   case "$arg" in
     --clean) clean=1 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "build.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
