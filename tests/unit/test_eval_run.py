@@ -149,3 +149,14 @@ def test_real_fraction_and_explicit_steps(tmp_path):
     assert abs(s["real_train"] - s["real_train_before_fraction"] / 2) <= 4
     assert {a["steps"] for a in m["segmentation"].values()} == {3}
     assert m["fid"]["skipped"]
+
+
+def test_fid_says_how_to_install_when_inception_is_missing(tmp_path, monkeypatch):
+    import usgen_desktop.evaluation.fid as fid
+
+    monkeypatch.setattr(fid, "inception_weights", lambda: None)
+    m = evaluate(lesion_set(12, seed=15), lesion_set(6, seed=16), tmp_path,
+                 EvalConfig(**{**TINY, "steps": 2, "realism_epochs": 1}))
+    assert m["fid"] == {"skipped": "FID skipped: install usgen-desktop[fid]"}
+    assert m["headline"]["fid_skipped"] == fid.SKIPPED
+    assert "install usgen-desktop[fid]" in (tmp_path / "report.html").read_text()
