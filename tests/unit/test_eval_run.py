@@ -160,3 +160,16 @@ def test_fid_says_how_to_install_when_inception_is_missing(tmp_path, monkeypatch
     assert m["fid"] == {"skipped": "FID skipped: install usgen-desktop[fid]"}
     assert m["headline"]["fid_skipped"] == fid.SKIPPED
     assert "install usgen-desktop[fid]" in (tmp_path / "report.html").read_text()
+
+
+def test_synthetic_named_after_a_held_out_source_is_kept_out_of_training(tmp_path):
+    # `usgen generate` names each image after its source label map and writes no group
+    real = lesion_set(20, seed=17, groups=8)
+    syn = lesion_set(20, seed=18)
+    for r, s in zip(real, syn, strict=True):
+        s.name = r.name
+    m = evaluate(real, syn, tmp_path, EvalConfig(**{**TINY, "steps": 2, "fid": False}))
+    n_test = m["sizes"]["real_test"]
+    assert m["sizes"]["synthetic_linked_to_real_source"] == 20
+    assert m["sizes"]["synthetic_excluded_as_test_leak"] == n_test
+    assert m["sizes"]["synthetic_train"] == 20 - n_test

@@ -67,6 +67,29 @@ def _label_names(docs: Sequence[Any], ids: Sequence[int]) -> dict[int, str]:
     return names
 
 
+def _link_to_sources(real_docs: Sequence[Any], real_groups: Sequence[str],
+                     synthetic_docs: Sequence[Any], syn: EvalSet, column: str) -> int:
+    """Give a synthetic image without a group tag the group of the real image it was made
+    from, found by ``parent`` (uid or name) or by name (``usgen generate`` names each image
+    after its source). Then the leak check and the realism folds see the link. Returns how
+    many were linked."""
+    by_key: dict[str, str] = {}
+    for d, g in zip(real_docs, real_groups, strict=True):
+        by_key[doc_name(d)] = g
+        if getattr(d, "uid", None):
+            by_key[d.uid] = g
+    n = 0
+    for i, d in enumerate(synthetic_docs):
+        if (getattr(d, "tags", {}) or {}).get(column) not in (None, ""):
+            continue
+        for key in (getattr(d, "parent", None), doc_name(d)):
+            if key and key in by_key:
+                syn.groups[i] = by_key[key]
+                n += 1
+                break
+    return n
+
+
 def _synthetic_leaks(synthetic_docs: Sequence[Any], syn: EvalSet, test_groups: set[str],
                      test_uids: set[str], test_names: set[str]) -> list[int]:
     """Synthetic images made from a held-out real image's label map (same group, or parent
@@ -155,6 +178,8 @@ def evaluate(
         n_classes = len(ids)
         real = to_arrays(real_docs, config.size, ids, config.group_column)
         syn = to_arrays(synthetic_docs, config.size, ids, config.group_column)
+        linked = _link_to_sources(real_docs, real.groups, synthetic_docs, syn,
+                                  config.group_column)
         if config.dev_split is not None:
             train_idx, test_idx = dev_split(real.names, real.groups, config.dev_split)
             split_kind = "dev split file"
@@ -187,6 +212,7 @@ def evaluate(
                    "real_train_before_fraction": n_train_all,
                    "real_test": len(real_test), "synthetic_train": len(syn_train),
                    "synthetic_excluded_as_test_leak": len(leaks),
+                   "synthetic_linked_to_real_source": linked,
                    "real_groups": len(set(real.groups)), "test_groups": len(test_groups)},
             split={"kind": split_kind, "group_column": config.group_column,
                    "groups_in_both_train_and_test": len(shared),
