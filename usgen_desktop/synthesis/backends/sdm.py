@@ -110,8 +110,8 @@ class SdmConfig:
 
 def build_unet(
     config: SdmConfig,
-    block_out_channels: Sequence[int] = (32, 64, 128, 128),
-    layers_per_block: int = 2,
+    block_out_channels: Sequence[int] = (16, 32, 64, 128),
+    layers_per_block: int = 1,
     norm_num_groups: int = 8,
     attention_head_dim: int = 8,
 ):

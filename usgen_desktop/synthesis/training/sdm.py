@@ -59,8 +59,10 @@ class TrainConfig:
     augment: bool = True
     device: str = "auto"
     mixed_precision: bool = True  # used on CUDA only
-    block_out_channels: tuple[int, ...] = (32, 64, 128, 128)
-    layers_per_block: int = 2
+    # the default model's shape: 2.7M parameters, ~0.7 s per batch-8 step at 128² on one free
+    # CPU core; (32, 64, 128, 128) x 2 layers learns more per step but costs ~4x on a CPU
+    block_out_channels: tuple[int, ...] = (16, 32, 64, 128)
+    layers_per_block: int = 1
     norm_num_groups: int = 8
     attention_head_dim: int = 8
 
