@@ -47,8 +47,9 @@ PROGRESS_INTERVAL_S = 0.05
 PREVIEW_INTERVAL_S = 0.10
 
 # A task's pure-Python code holds the GIL for up to the interpreter's switch interval (5 ms by
-# default) before the GUI thread may run; 1 ms roughly halves the GUI's worst stall during a
-# generation at no measurable cost in throughput (benchmarks/bench_gui_stall.py).
+# default) before the GUI thread may run; at 1 ms the GUI's worst stall during a generation fell
+# from ~7 to ~4 ms at equal throughput on a machine that was not oversubscribed
+# (docs/bench/gui_stall.md).
 GIL_SWITCH_INTERVAL_S = 0.001
 
 OOM_SENTENCE = (
