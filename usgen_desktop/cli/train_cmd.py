@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         blocks = tuple(int(c) for c in str(args.blocks).split(","))
     except ValueError:
-        raise UsgenError("--blocks takes channel counts separated by commas, e.g. 32,64,128.")
+        raise UsgenError("--blocks takes channel counts separated by commas, e.g. 16,32,64.") from None
     if args.size < 16 or args.size % 2 ** (len(blocks) - 1):
         raise UsgenError(
             f"--size must be at least 16 and divisible by {2 ** (len(blocks) - 1)}."

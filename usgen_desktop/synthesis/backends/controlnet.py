@@ -5,7 +5,8 @@ textual-inversion token, img2img at strength 0.3) and class prompts as in ``seed
 Parameters (``request.params``): ``controlnet_dir`` (required), ``lora`` (folder or
 ``.safetensors`` file), ``ti_token`` + ``ti_embedding``, ``low_memory`` (attention slicing, VAE
 tiling, model CPU offload on CUDA), ``resolution`` (generation size, default 512), ``negative``.
-The model folder (``request.model_dir``) is a diffusers Stable Diffusion folder. Nothing is ever
+The model folder (``request.model_dir``) is a diffusers Stable Diffusion folder; without
+``controlnet_dir`` its ``controlnet/`` subfolder is used when present. Nothing is ever
 fetched from the network (``local_files_only=True``); noise comes from a CPU generator so a seed
 gives the same image on any device; fp16 on CUDA only.
 """
@@ -105,7 +106,10 @@ class ControlNetBackend:
             raise ModelError("The controlnet backend needs a Stable Diffusion model folder.")
         self.sd_dir = Path(request.model_dir)
         check_sd_folder(self.sd_dir)
-        self.cn_dir = check_controlnet_folder(params.get("controlnet_dir"))
+        cn = params.get("controlnet_dir")
+        if not cn and (self.sd_dir / "controlnet" / "config.json").is_file():
+            cn = self.sd_dir / "controlnet"  # a model folder may carry its ControlNet inside
+        self.cn_dir = check_controlnet_folder(cn)
         devices = _devices()
         self.device = str(devices.pick_device(request.device))
         self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32

@@ -299,7 +299,6 @@ def sample(
     cancel = cancel or CancelToken()
     scheduler = make_scheduler(config, sampler)
     scheduler.set_timesteps(int(steps))
-    b = cond.shape[0]
     h, w = cond.shape[-2:]
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
     noise = torch.cat([torch.randn((1, 1, h, w), generator=g) for g in gens])

@@ -223,7 +223,7 @@ def sample_grid(unet, cfg, prep: PreparedData, rows: Sequence[int], steps: int, 
     cond = np.stack([one_hot(prep.labels[i], cfg.label_ids) for i in rows])
     out = sample(unet, cfg, cond, [int(prep.class_idx[i]) for i in rows],
                  [seed + k for k in range(len(rows))], steps=steps, sampler="ddim", device=device)
-    pairs = [np.concatenate([prep.images[i], model_to_uint8(o)], axis=1) for i, o in zip(rows, out)]
+    pairs = [np.concatenate([prep.images[i], model_to_uint8(o)], axis=1) for i, o in zip(rows, out, strict=True)]
     return np.concatenate(pairs, axis=0)
 
 
