@@ -158,7 +158,12 @@ class GeneratePanel(QWidget):
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setToolTip("The same seed and settings give the same images")
         self.dice = QToolButton()
-        self.dice.setText("🎲")
+        try:  # an icon font: the 🎲 emoji is an empty box where no emoji font is installed
+            import qtawesome as qta
+
+            self.dice.setIcon(qta.icon("fa5s.dice", color=self.palette().text().color()))
+        except Exception:  # noqa: BLE001 - the icon is decoration; the button must exist
+            self.dice.setText("Random")
         self.dice.setToolTip("A random seed")
         self.dice.clicked.connect(self.randomize_seed)
         seed_row = QHBoxLayout()
@@ -253,6 +258,7 @@ class GeneratePanel(QWidget):
         self.progress = TaskProgressWidget()
         self.preview = ImagePane("Preview")
         self.preview.setMinimumHeight(100)
+        self.preview.set_image(None, "each image appears here\nas it is generated")
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
@@ -318,6 +324,9 @@ class GeneratePanel(QWidget):
                 w.setVisible(name == "sdm")
         self._set_row_visible(self.prompt, name == "controlnet")
         self._set_row_visible(self.strength, name == "controlnet")
+        # settings that do not apply are hidden, not greyed: the simulator has no steps
+        for w in (self.steps, self.guidance, self.device):
+            self._set_row_visible(w, diffusion)
         self._set_row_visible(self.probe, name == "speckle")
         self._set_row_visible(self.frequency, name == "speckle")
         self._set_row_visible(self.sampler, name == "sdm")
