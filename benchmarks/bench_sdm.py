@@ -28,6 +28,8 @@ def main() -> int:
     ap.add_argument("--steps", default="10,25,50")
     ap.add_argument("--blocks", default="16,32,64,128")
     ap.add_argument("--layers-per-block", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: torch's choice; 1 is faster on a busy machine)")
     args = ap.parse_args()
 
     import numpy as np
@@ -37,6 +39,8 @@ def main() -> int:
     from usgen_desktop.synthesis.backends.sdm import SdmConfig, build_unet, save_model
     from usgen_desktop.synthesis.request import GenerationRequest, run
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     blocks = tuple(int(c) for c in args.blocks.split(","))
     schema = load_preset("busi")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "

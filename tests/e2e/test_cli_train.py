@@ -78,3 +78,20 @@ def test_bad_input_is_one_line(tmp_path):
     assert r.returncode == 2 and "--size" in r.stderr
     r = _usgen(env_dir=tmp_path)
     assert r.returncode == 2 and "sdm" in r.stdout
+
+
+def test_train_lora_cli_on_tiny_models(tmp_path):
+    from tests.unit.test_controlnet import build_tiny_sd
+    from usgen_desktop.cli.main import main
+
+    sd, cn = build_tiny_sd(tmp_path / "models")
+    _dataset(tmp_path / "busi")
+    rc = main(["train", "lora", "--base", str(sd), "--controlnet", str(cn), "--data",
+               str(tmp_path / "busi"), "--out", str(tmp_path / "lora"), "--token", "<us>",
+               "--steps", "2", "--size", "32", "--rank", "2", "--device", "cpu", "-q"])
+    assert rc == 0
+    meta = json.loads((tmp_path / "lora" / "usgen_lora.json").read_text())
+    assert meta["steps_done"] == 2 and meta["config"]["token"] == "<us>"
+    assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    assert main(["train", "lora", "--base", str(tmp_path / "nope"), "--data",
+                 str(tmp_path / "busi"), "--out", str(tmp_path / "x"), "-q"]) == 2
