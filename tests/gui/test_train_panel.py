@@ -272,3 +272,25 @@ def test_train_on_a_dataset_folder(qtbot, fake_trainer, tmp_path):
         pass
     assert len(fake_trainer["data"]) == 3  # the folder's pairs, not the project's
     assert fake_trainer["data"][0][0].shape == (40, 48)
+
+
+def test_finished_run_says_where_the_model_is(qtbot, fake_trainer, tmp_path):
+    from usgen_desktop.gui.panels import train
+
+    window = make_window()
+    qtbot.addWidget(window)
+    panel = train.install(window)
+    panel.out_dir.setText(str(tmp_path / "model"))
+    panel.steps.setValue(3)
+    panel.train()
+    qtbot.waitUntil(lambda: panel.train_button.isEnabled(), timeout=10_000)
+    text = panel.progress.message.text()
+    assert "Model saved in" in text and str(tmp_path / "model") in text and "step 3" in text
+
+
+def test_tick_labels_stay_distinct():
+    from usgen_desktop.gui.loss_plot import tick_labels
+
+    labels = tick_labels([0.7719, 0.7717, 0.7715, 0.7713, 0.7711])
+    assert len(set(labels)) == 5
+    assert tick_labels([1.0, 0.5, 0.25]) == ["1", "0.5", "0.25"]

@@ -149,10 +149,10 @@ class LossPlot(QWidget):
             y = plot.top() + plot.height() * k / 4
             p.drawLine(QPointF(plot.left(), y), QPointF(plot.right(), y))
         p.setPen(text_color)
-        for k in range(0, 5):
-            v = hi - (hi - lo) * k / 4
+        ticks = [hi - (hi - lo) * k / 4 for k in range(5)]
+        labels = tick_labels([10**v if self.log_y else v for v in ticks])
+        for k, label in enumerate(labels):
             y = plot.top() + plot.height() * k / 4
-            label = self._fmt(10**v if self.log_y else v)
             p.drawText(QRectF(0, y - fm.height() / 2, left - 4, fm.height()),
                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, label)
         p.drawText(QRectF(plot.left(), plot.bottom() + 2, plot.width(), fm.height()),
@@ -200,10 +200,20 @@ class LossPlot(QWidget):
         return np.log10(np.maximum(v, 1e-12))
 
     @staticmethod
-    def _fmt(v: float) -> str:
+    def _fmt(v: float, digits: int = 3) -> str:
         if v == 0 or 1e-2 <= abs(v) < 1e4:
-            return f"{v:.3g}"
-        return f"{v:.2e}"
+            return f"{v:.{digits}g}"
+        return f"{v:.{digits - 1}e}"
+
+
+def tick_labels(values: list[float]) -> list[str]:
+    """Labels with just enough digits that neighbouring ticks read differently (a flat loss
+    curve spans 0.7711 to 0.7719, which three digits would print five times as 0.771)."""
+    for digits in range(3, 8):
+        labels = [LossPlot._fmt(v, digits) for v in values]
+        if len(set(labels)) == len(labels):
+            return labels
+    return labels
 
 
 def _poly(xs: np.ndarray, ys: np.ndarray) -> QPolygonF:

@@ -174,7 +174,9 @@ class TrainPanel(QWidget):
         self.sample_every.setSingleStep(100)
         self.sample_every.setValue(500)
         self.sample_every.setToolTip("Draw sample images every so many steps (0 = never)")
-        self.resume = QCheckBox("Resume the run in the output folder")
+        self.resume = QCheckBox("Resume")
+        self.resume.setToolTip("Continue the run saved in the model folder from its last "
+                               "checkpoint instead of starting a new one")
         self.resume_hint = QLabel("")
         self.resume_hint.setWordWrap(True)
         self.out_dir.editingFinished.connect(self._check_out_dir)
@@ -322,16 +324,19 @@ class TrainPanel(QWidget):
             return
         self.result = result
         self.use_button.setEnabled(True)
-        step = getattr(result, "step", None)
-        self.progress.message.setText(
-            f"Model saved in {getattr(result, 'model_dir', self.out_dir.text())} "
-            f"(step {step}{', stopped early' if getattr(result, 'cancelled', False) else ''})."
-        )
         self._check_out_dir()
 
     def _on_ended(self) -> None:
         self.train_button.setEnabled(True)
         self.plot.refresh()
+        result = self.result
+        if result is not None:
+            # after the progress widget's own "Done."/"Cancelled" (ended comes last)
+            step = getattr(result, "step", None)
+            early = ", stopped early" if getattr(result, "cancelled", False) else ""
+            self.progress.message.setText(
+                f"Model saved in {getattr(result, 'model_dir', self.out_dir.text())} "
+                f"(step {step}{early}).")
 
     def use_in_generate(self) -> None:
         """Point the Generate panel at the model this run saved."""
