@@ -71,3 +71,25 @@ def test_ctrl_g_generates(qtbot, main_window):
     w.activateWindow()
     qtbot.keyClick(w, Qt.Key.Key_G, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: len(panel.gallery.items) == 1, timeout=10_000)
+
+
+def test_escape_cancels_a_running_generation(qtbot, main_window, fake_backend):  # noqa: F811
+    from PySide6.QtCore import Qt
+
+    from usgen_desktop.gui.panels.generate import GeneratePanel
+
+    fake_backend["delay"] = 0.02
+    w = main_window
+    panel = w.findChild(GeneratePanel)
+    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
+    panel.model_dir.setText("")
+    panel.steps.setValue(10)
+    panel.count.setValue(50)
+    handle = panel.generate()
+    qtbot.waitUntil(lambda: len(panel.gallery.items) >= 1, timeout=10_000)
+    w.activateWindow()
+    with qtbot.waitSignal(handle.cancelled, timeout=5000):
+        qtbot.keyClick(w, Qt.Key.Key_Escape)
+    assert handle.wait(5000)
+    assert 1 <= len(panel.gallery.items) < 50
+    qtbot.waitUntil(lambda: not panel.shortcut_cancel.isEnabled(), timeout=2000)
