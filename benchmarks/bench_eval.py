@@ -37,6 +37,21 @@ from usgen_desktop.io import open_dataset  # noqa: E402
 DATA = REPO.parent / "shared" / "data" / "busi"
 
 
+def code_version() -> str:
+    """The commit the generator ran from, with '+dirty' when synthesis/ had local edits
+    (others commit to this repo while a benchmark runs)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "usgen_desktop/synthesis"],
+                               cwd=REPO, capture_output=True, text=True, timeout=10).stdout
+        return head + ("+dirty" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def unet_step_ms(size: int, batch: int, repeats: int = 7) -> float:
     """Median milliseconds of one U-Net training step (forward + backward + Adam)."""
     import torch
@@ -239,6 +254,7 @@ def main() -> int:
         return realism_sensitivity(real, args)
     if args.real_only:
         return real_only(real, train_idx, test_idx, args)
+    print(f"code: {code_version()}", flush=True)
     gen_seconds: list[float] = []
     if args.positive_control:
         tr_groups = [groups[i] for i in train_idx]
@@ -293,6 +309,7 @@ def main() -> int:
     h = m["headline"]
     summary = {
         "machine": "2-core CPU, no GPU, torch " + m["environment"]["torch"],
+        "code": code_version(),
         "size": args.size, "epochs": args.epochs, "steps_per_arm": m["budget"]["steps_per_arm"],
         "backend": ("positive control (half of real train as synthetic)" if args.positive_control
                     else "control (copies of real train)" if args.control
