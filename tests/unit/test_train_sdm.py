@@ -35,18 +35,30 @@ def config(**kw):
     return TrainConfig(**base)
 
 
-def test_loss_falls_on_a_tiny_overfit_set(tmp_path):
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread (a second one mostly waits, worse on a busy CPU)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_loss_falls_on_a_tiny_overfit_set(tmp_path, one_thread):
     from usgen_desktop.synthesis.training.sdm import train_sdm
 
     seen = []
-    res = train_sdm(triples(), tmp_path / "run", config(steps=80, batch=4, lr=3e-3,
+    res = train_sdm(triples(), tmp_path / "run", config(steps=60, batch=4, lr=3e-3,
                                                         augment=False),
                     progress=lambda p: seen.append(p.preview), schema=load_preset("busi"))
-    assert res.step == 80 and len(res.losses) == 80
+    assert res.step == 60 and len(res.losses) == 60
+    # means over 15 steps: single diffusion losses jump with the random timestep
     first, last = np.mean(res.losses[:15]), np.mean(res.losses[-15:])
     assert last < 0.7 * first, (first, last)
     losses = [p["loss"] for p in seen if isinstance(p, dict) and p.get("loss") is not None]
-    assert len(losses) == 80 and losses == pytest.approx(res.losses)
+    assert len(losses) == 60 and losses == pytest.approx(res.losses)
 
 
 def test_cancelled_run_resumes_to_the_uninterrupted_weights(tmp_path):
