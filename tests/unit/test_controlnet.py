@@ -126,6 +126,10 @@ def test_no_refinement_and_guidance(tiny_sd):
     sd, cn = tiny_sd
     res = run(req(sd, cn, strength=0.0, guidance=3.0, prompt="ultrasound image"))
     assert res[0].image.shape == (30, 40)
+    # low-memory mode (attention slicing, VAE tiling; CPU offload only on CUDA) gives the same
+    low = run(req(sd, cn, strength=0.0, guidance=3.0, prompt="ultrasound image",
+                  params={"low_memory": True}))
+    assert np.abs(low[0].image.astype(int) - res[0].image.astype(int)).max() <= 1
 
 
 def test_cancel_stops_within_a_step(tiny_sd):
