@@ -31,10 +31,10 @@ Push-Location $Repo
 & $Py -m PyInstaller --noconfirm --log-level WARN --distpath dist --workpath build\pyinstaller packaging\usgen-desktop.spec
 Pop-Location
 
-# Licences next to the exe; a console launcher for the CLI and the self-test, because the GUI
-# exe has no console on Windows (its print() goes nowhere).
+# Licences next to the exe. The spec adds usgen.exe (console) beside the windowed
+# usgen-desktop.exe: `usgen.exe selftest --gui` is the self-test with output on Windows.
 & $Py -c "import sys; sys.path.insert(0, r'$Repo'); from usgen_desktop.licenses import write_licenses_file; write_licenses_file(r'$App\LICENSES.txt')"
-Set-Content "$App\usgen.cmd" "@echo off`r`n`"%~dp0usgen-desktop.exe`" --cli %*"
-Set-Content "$App\selftest.cmd" "@echo off`r`n`"%~dp0usgen-desktop.exe`" --selftest > `"%TEMP%\usgen-selftest.log`" 2>&1`r`ntype `"%TEMP%\usgen-selftest.log`""
+& "$App\usgen.exe" selftest --gui
+if ($LASTEXITCODE -ne 0) { throw "self-test of the built app failed" }
 Write-Host "Built $App"
 Write-Host "Zip the folder, or wrap it with Inno Setup / WiX for a Start-menu entry."
