@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="generate synthetic images for the label maps of a dataset",
         description="Generate K synthetic images per label map with a backend (speckle needs "
         "no model), writing image/mask pairs and manifest.jsonl. Shards (--shard I/N take the "
-        "items i with i %% N == I-1) are independent; a run started again resumes.",
+        "items i with i % N == I-1) are independent; a run started again resumes.",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--masks", metavar="DATASET", help="dataset folder with label maps")

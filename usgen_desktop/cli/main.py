@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from usgen_desktop.offline import enforce_offline
+
+    enforce_offline()  # models load from local folders only; no library may reach the network
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

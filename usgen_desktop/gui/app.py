@@ -185,6 +185,9 @@ def _log_exception(etype, exc, tb) -> str:  # noqa: ANN001
 
 def main(argv: list[str] | None = None) -> int:
     """Run the editor; returns the process exit code."""
+    from usgen_desktop.offline import enforce_offline
+
+    enforce_offline()  # models load from local folders only; no library may reach the network
     argv = list(sys.argv[1:] if argv is None else argv)
     args, qt_args = build_parser().parse_known_args(argv)
     if args.selftest:
