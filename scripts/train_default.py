@@ -50,8 +50,8 @@ def write_split(folder: Path, docs, train_idx, dev_idx, seed: int) -> None:
         + "\n".join(docs[i].name for i in train_idx) + "\n")
 
 
-def draw_grid(data: Path, model_dir: Path, png: Path, seed: int, steps: int, per_class: int = 3
-              ) -> int:
+def draw_grid(data: Path, model_dir: Path, png: Path, seed: int, steps: int, per_class: int = 3,
+              guidance: float = 1.0) -> int:
     """Rows = classes; each row holds ``per_class`` dev images, real then generated from the
     real image's own label map (lesion outline drawn in red on the generated one)."""
     import cv2
@@ -70,7 +70,7 @@ def draw_grid(data: Path, model_dir: Path, png: Path, seed: int, steps: int, per
         maps = [docs[i].labels for i in pick]
         res = run(GenerationRequest(maps, schema, backend="sdm", model_dir=str(model_dir),
                                     classes=[klass] * len(maps), steps=steps, seed=seed,
-                                    device="cpu", size=(128, 128)))
+                                    guidance=guidance, device="cpu", size=(128, 128)))
         n += len(res)
         cells = []
         for i, r in zip(pick, res, strict=True):
@@ -85,7 +85,7 @@ def draw_grid(data: Path, model_dir: Path, png: Path, seed: int, steps: int, per
                       np.full((128, 4, 3), 255, np.uint8)]
         row = np.concatenate(cells, axis=1)
         label = np.full((18, row.shape[1], 3), 255, np.uint8)
-        cv2.putText(label, f"{klass}: real | generated (dev split, {steps} DPM++ steps)", (4, 13),
+        cv2.putText(label, f"{klass}: real | generated (dev split, {steps} DPM++ steps, guidance {guidance:g})", (4, 13),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         rows += [label, row]
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -119,6 +119,7 @@ def main() -> int:
                     "with the model in --model-dir")
     ap.add_argument("--model-dir", default=str(ROOT / "models" / "sdm-default"))
     ap.add_argument("--grid-steps", type=int, default=25)
+    ap.add_argument("--grid-guidance", type=float, default=1.0)
     args = ap.parse_args()
 
     data = Path(args.data)
@@ -130,7 +131,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     if args.grid:
-        return draw_grid(data, Path(args.model_dir), Path(args.grid), args.seed, args.grid_steps)
+        return draw_grid(data, Path(args.model_dir), Path(args.grid), args.seed, args.grid_steps,
+                         guidance=args.grid_guidance)
     if args.export:
         from usgen_desktop.synthesis.training.sdm import export_checkpoint, latest_checkpoint
 
@@ -139,6 +141,11 @@ def main() -> int:
             print(f"no checkpoint in {out}")
             return 1
         dest = export_checkpoint(ck, Path(args.export))
+        meta = json.loads((dest / "usgen_model.json").read_text())
+        # judged by eye on the held-out grid (docs/images/sdm_grid*.png): guidance 3 draws the
+        # lesions dark and inside their outline, guidance 1 only hints at them
+        meta["recommended"] = {"guidance": 3.0, "steps": 25, "sampler": "dpm++"}
+        (dest / "usgen_model.json").write_text(json.dumps(meta, indent=2))
         for name in ("dev_split.txt", "train_split.txt"):
             if (out / name).is_file():
                 (dest / name).write_text((out / name).read_text())
