@@ -177,3 +177,14 @@ def test_inpaint_keeps_the_real_image_outside_the_mask(model_dir):
     assert np.array_equal(res.label_map.data, lesion_map().data)
     with pytest.raises(UsgenError, match="empty"):
         run(req(model_dir, init_images=[init], inpaint_masks=[np.zeros_like(mask)]))
+
+
+def test_inpaint_blend_is_zero_outside_and_one_deep_inside():
+    from usgen_desktop.synthesis.backends.sdm import feather
+
+    mask = np.zeros((100, 100), np.uint8)
+    mask[20:80, 20:80] = 1
+    a = feather(mask)
+    assert a[mask == 0].max() == 0.0
+    assert a[50, 50] == 1.0 and 0.0 < a[20, 50] < 1.0  # ramps up from the edge
+    assert np.all(np.diff(a[50, 20:50]) >= 0)

@@ -467,8 +467,10 @@ class SdmBackend:
             raise
         img = resize_image(model_to_uint8(out[0]), label_map.shape)
         if known is not None:
-            # outside the painted region the user's own pixels come back untouched
-            img = np.where(mask > 0, img, init).astype(np.uint8)
+            # outside the painted region the user's own pixels come back untouched; inside, a
+            # ramp a few pixels wide blends into them so no seam marks the region's edge
+            alpha = feather(mask)
+            img = np.clip(alpha * img + (1.0 - alpha) * init + 0.5, 0, 255).astype(np.uint8)
         return img
 
     @staticmethod
@@ -488,6 +490,17 @@ class SdmBackend:
         if not np.any(mask):
             raise UsgenError("The region to regenerate is empty; paint where the change goes.")
         return init, mask
+
+
+def feather(mask: np.ndarray, fraction: float = 0.02) -> np.ndarray:
+    """Blend weights for an inpainted region: 0 outside the mask, rising to 1 over
+    ``fraction`` of the image's longer side inside it."""
+    import cv2
+
+    m = (np.asarray(mask) > 0).astype(np.uint8)
+    ramp = max(1.0, fraction * max(m.shape))
+    dist = cv2.distanceTransform(m, cv2.DIST_L2, 3)
+    return np.clip(dist / ramp, 0.0, 1.0).astype(np.float32)
 
 
 def _pick(seq: Sequence | None, i: int):
