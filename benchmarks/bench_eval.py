@@ -102,7 +102,7 @@ def naive_painter(train_docs: list[Document], seed: int) -> list[Document]:
 
 
 def generate(train_docs: list[Document], backend: str, seed: int, size: int | None,
-             model_dir: str | None = None, steps: int = 25
+             model_dir: str | None = None, steps: int = 25, guidance: float = 1.0
              ) -> tuple[list[Document], list[float]]:
     """One synthetic document per training label map, tagged with its source's class and
     group (so the realism folds keep a synthetic image beside its source)."""
@@ -112,7 +112,7 @@ def generate(train_docs: list[Document], backend: str, seed: int, size: int | No
     req = GenerationRequest(label_maps=[d.labels for d in train_docs], schema=schema,
                             backend=backend, classes=[d.tags.get("class") for d in train_docs],
                             seed=seed, size=None if size is None else (size, size),
-                            model_dir=model_dir, steps=steps)
+                            model_dir=model_dir, steps=steps, guidance=guidance)
     last = [0.0]
 
     def show(p: Progress) -> None:
@@ -204,6 +204,8 @@ def main() -> int:
                     "metrics' floor)")
     ap.add_argument("--model-dir", default=None, help="model folder for sdm / controlnet")
     ap.add_argument("--gen-steps", type=int, default=25, help="sampler steps per image")
+    ap.add_argument("--gen-guidance", type=float, default=1.0,
+                    help="classifier-free guidance (sdm: the default model recommends 3)")
     ap.add_argument("--gen-size", type=int, default=None,
                     help="generate at this square size (default: each label map's own size)")
     ap.add_argument("--synthetic", default=None, help="use this synthetic dataset instead")
@@ -278,7 +280,8 @@ def main() -> int:
         try:
             t0 = time.perf_counter()
             synthetic, gen_seconds = generate(train_docs, args.backend, args.seed, args.gen_size,
-                                              args.model_dir, args.gen_steps)
+                                              args.model_dir, args.gen_steps,
+                                              args.gen_guidance)
             print(f"generated {len(synthetic)} with '{args.backend}' in "
                   f"{time.perf_counter() - t0:.0f} s, median {statistics.median(gen_seconds):.3f} s/image")
         except (ImportError, ModuleNotFoundError) as exc:
