@@ -80,7 +80,44 @@ class CanvasTool:
 
 
 # ---------------------------------------------------------------------------------------
-class BrushTool(CanvasTool):
+class RoundOutlineTool(CanvasTool):
+    """A tool that follows the mouse with a round outline (brush, eraser, warp); only the
+    outline's old and new rectangles are repainted as it moves."""
+
+    _hover: tuple[float, float] | None = None
+
+    def outline_radius(self, canvas: Canvas) -> float:
+        """The outline's radius in image pixels."""
+        return canvas.brush_size / 2.0
+
+    def hover(self, canvas: Canvas, x: float, y: float, mods: Mods) -> None:
+        self._move_outline(canvas, x, y)
+
+    def deactivate(self, canvas: Canvas) -> None:
+        self.release(canvas, 0, 0, Mods.NoModifier)
+        old = self.overlay_rect(canvas)
+        self._hover = None
+        if old is not None:
+            canvas.update(old.toAlignedRect())
+
+    def _move_outline(self, canvas: Canvas, x: float, y: float) -> None:
+        old = self.overlay_rect(canvas)
+        self._hover = (x, y)
+        new = self.overlay_rect(canvas)
+        for r in (old, new):
+            if r is not None:
+                canvas.update(r.toAlignedRect())
+
+    def overlay_rect(self, canvas: Canvas) -> QRectF | None:
+        if self._hover is None:
+            return None
+        c = canvas.image_to_widget(*self._hover)
+        r = self.outline_radius(canvas) * canvas.scale + 3
+        return QRectF(c.x() - r, c.y() - r, 2 * r, 2 * r)
+
+
+# ---------------------------------------------------------------------------------------
+class BrushTool(RoundOutlineTool):
     """A round brush: drag to paint the active label with the canvas's brush size."""
 
     name = "brush"
@@ -122,31 +159,6 @@ class BrushTool(CanvasTool):
         if doc is not None and doc.in_stroke:
             doc.end_stroke()
             canvas.strokeFinished.emit()
-
-    def hover(self, canvas: Canvas, x: float, y: float, mods: Mods) -> None:
-        self._move_outline(canvas, x, y)
-
-    def deactivate(self, canvas: Canvas) -> None:
-        self.release(canvas, 0, 0, Mods.NoModifier)
-        old = self.overlay_rect(canvas)
-        self._hover = None
-        if old is not None:
-            canvas.update(old.toAlignedRect())
-
-    def _move_outline(self, canvas: Canvas, x: float, y: float) -> None:
-        old = self.overlay_rect(canvas)
-        self._hover = (x, y)
-        new = self.overlay_rect(canvas)
-        for r in (old, new):
-            if r is not None:
-                canvas.update(r.toAlignedRect())
-
-    def overlay_rect(self, canvas: Canvas) -> QRectF | None:
-        if self._hover is None:
-            return None
-        c = canvas.image_to_widget(*self._hover)
-        r = canvas.brush_size / 2.0 * canvas.scale + 3
-        return QRectF(c.x() - r, c.y() - r, 2 * r, 2 * r)
 
     def paint(self, canvas: Canvas, painter: QPainter) -> None:
         if self._hover is None or not canvas.underMouse():

@@ -12,18 +12,18 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor, QPainter, QPen
 
 from usgen_desktop.core.deform import WarpStroke, transform_label
 from usgen_desktop.core.document import union_box
-from usgen_desktop.gui.tools import CanvasTool, Mods
+from usgen_desktop.gui.tools import Mods, RoundOutlineTool
 
 if TYPE_CHECKING:
     from usgen_desktop.gui.canvas import Canvas
 
 
-class WarpTool(CanvasTool):
+class WarpTool(RoundOutlineTool):
     name = "warp"
     title = "Warp"
     icon = "fa5s.hand-point-up"
@@ -114,30 +114,8 @@ class WarpTool(CanvasTool):
             y0, y1, x0, x1 = region
             doc.set_region(region, new[y0:y1, x0:x1], "move label")
 
-    def hover(self, canvas: Canvas, x: float, y: float, mods: Mods) -> None:
-        self._move_outline(canvas, x, y)
-
-    def deactivate(self, canvas: Canvas) -> None:
-        self.release(canvas, 0, 0, Mods.NoModifier)
-        old = self.overlay_rect(canvas)
-        self._hover = None
-        if old is not None:
-            canvas.update(old.toAlignedRect())
-
-    def _move_outline(self, canvas: Canvas, x: float, y: float) -> None:
-        old = self.overlay_rect(canvas)
-        self._hover = (x, y)
-        new = self.overlay_rect(canvas)
-        for r in (old, new):
-            if r is not None:
-                canvas.update(r.toAlignedRect())
-
-    def overlay_rect(self, canvas: Canvas) -> QRectF | None:
-        if self._hover is None:
-            return None
-        c = canvas.image_to_widget(*self._hover)
-        r = self.radius(canvas) * canvas.scale + 3
-        return QRectF(c.x() - r, c.y() - r, 2 * r, 2 * r)
+    def outline_radius(self, canvas: Canvas) -> float:
+        return self.radius(canvas)
 
     def paint(self, canvas: Canvas, painter: QPainter) -> None:
         if self._hover is None:
