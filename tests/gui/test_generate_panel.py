@@ -465,3 +465,17 @@ def test_real_speckle_backend_through_the_panel(qtbot):
     assert a[lesion].mean() < a[~lesion].mean()  # the malignant lesion is darker
     new = panel.gallery.accept(items[0])
     assert new.provenance["backend"] == "speckle" and new.provenance["base_seed"] == 7
+
+
+def test_switching_to_sdm_takes_the_models_recommended_guidance(qtbot, setup, tmp_path):
+    import json
+
+    window, panel, docs, fake = setup
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "usgen_model.json").write_text(json.dumps(
+        {"kind": "sdm", "recommended": {"guidance": 3.0, "steps": 12}}))
+    panel.backend.setCurrentIndex(panel.backend.findData("speckle"))
+    panel._model_dirs["sdm"] = str(model)
+    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
+    assert panel.guidance.value() == 3.0 and panel.steps.value() == 12

@@ -145,3 +145,14 @@ def test_a_backend_missing_from_the_install_is_one_sentence(monkeypatch):
     monkeypatch.setitem(req_mod.BACKENDS, "ghost", "usgen_desktop.synthesis.backends.ghost")
     with pytest.raises(UsgenError, match="'ghost' backend is not part of this installation"):
         run(GenerationRequest(_maps(1), load_preset("busi"), backend="ghost"))
+
+
+def test_model_recommendations_read_from_the_model_folder(tmp_path):
+    import json
+
+    from usgen_desktop.synthesis.request import model_recommendations
+
+    (tmp_path / "usgen_model.json").write_text(json.dumps({"recommended": {"guidance": 3.0}}))
+    assert model_recommendations(str(tmp_path)) == {"guidance": 3.0}
+    assert model_recommendations(str(tmp_path / "missing")) == {}
+    assert model_recommendations(None) == {}

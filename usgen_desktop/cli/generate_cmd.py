@@ -48,7 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="folder", help="folder (default) or nnunet")
     p.add_argument("--shard", default=None, metavar="I/N", help="make only shard I of N")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (diffusion backends)")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance (default: the model's recommendation, else 1)")
     p.add_argument("--size", default=None, metavar="HxW", help="resize label maps first")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--class", dest="klass", default=None, metavar="C",
@@ -167,7 +168,13 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
     if model_dir and not Path(model_dir).expanduser().is_dir():
         raise UsgenError(f"The model folder '{model_dir}' does not exist.")
 
-    steps = args.steps if args.steps is not None else (1 if args.backend == "speckle" else 25)
+    from usgen_desktop.synthesis.request import model_recommendations
+
+    rec = model_recommendations(model_dir) if args.backend != "speckle" else {}
+    default_steps = 1 if args.backend == "speckle" else int(rec.get("steps", 25))
+    steps = args.steps if args.steps is not None else default_steps
+    if args.guidance is None:  # recorded as used, so a resumed run compares like with like
+        args.guidance = float(rec.get("guidance", 1.0))
     request = GenerationRequest(
         label_maps=[d.labels for d in docs], schema=schema, backend=args.backend,
         model_dir=model_dir, classes=classes, seed=args.seed, steps=steps,

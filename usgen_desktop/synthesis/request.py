@@ -203,6 +203,23 @@ def run(
     return results
 
 
+def model_recommendations(model_dir: str | None) -> dict[str, Any]:
+    """The sampler settings a model folder recommends (``usgen_model.json`` → ``recommended``,
+    e.g. ``{"guidance": 3.0, "steps": 25}``); empty when it names none. Reads JSON only, so the
+    GUI thread may call it."""
+    import json
+    from pathlib import Path
+
+    if not model_dir:
+        return {}
+    try:
+        data = json.loads((Path(model_dir).expanduser() / "usgen_model.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    rec = data.get("recommended") if isinstance(data, dict) else None
+    return dict(rec) if isinstance(rec, dict) else {}
+
+
 def hash_folder(files: Sequence[str | bytes]) -> str:
     """A short content hash identifying a model (over its weight files' bytes or names)."""
     h = hashlib.sha256()

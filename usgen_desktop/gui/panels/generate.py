@@ -297,6 +297,19 @@ class GeneratePanel(QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Choose the model folder", start)
         if folder:
             self.model_dir.setText(folder)
+            if self.backend_name == "sdm":
+                self._apply_recommendations()
+
+    def _apply_recommendations(self) -> None:
+        """Steps and guidance the model folder recommends (the default sdm model draws clear
+        lesions at guidance 3 but only faint smudges at 1)."""
+        from usgen_desktop.synthesis.request import model_recommendations
+
+        rec = model_recommendations(self.model_dir.text())
+        if "guidance" in rec:
+            self.guidance.setValue(float(rec["guidance"]))
+        if "steps" in rec:
+            self.steps.setValue(int(rec["steps"]))
 
     def _backend_changed(self, *_: Any) -> None:
         name = self.backend_name
@@ -309,6 +322,8 @@ class GeneratePanel(QWidget):
         self.model_dir.setEnabled(needs_model)
         self.model_button.setEnabled(needs_model)
         self.model_dir.setText(self._model_dirs.get(name) or default_model_dir(name))
+        if name == "sdm" and prev is not None and prev != name:
+            self._apply_recommendations()  # on a switch only: restored settings stay at start
         self.model_dir.setPlaceholderText(
             {"speckle": "not needed", "sdm": "a trained sdm model folder",
              "controlnet": "folder with Stable Diffusion 1.5 + ControlNet"}.get(name, "")
