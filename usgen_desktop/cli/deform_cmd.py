@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from usgen_desktop.cli.export_cmd import _progress_bar
+from usgen_desktop.cli.progress import progress_bar
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                 done.add(rec["file"])
     classes = {}
     write_text_atomic(out / "usgen.json", json.dumps({"schema": schema.to_dict()}, indent=2))
-    update, close = _progress_bar("deform", args.quiet)
+    update, close = progress_bar("deform", args.quiet, unit="variant")
     total = len(docs) * args.n
     n_done = n_bad = n_skipped = 0
     try:

@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from usgen_desktop.cli.progress import progress_bar
+
 FORMAT_CHOICES = ("folder", "nnunet", "decathlon")
 
 
@@ -41,24 +43,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _progress_bar(desc: str, quiet: bool):
-    """A progress callback drawing a tqdm bar on stderr, and a function to close it."""
-    from tqdm import tqdm
-
-    tty = sys.stderr.isatty()
-    # In a log (not a terminal) a bar that redraws every item floods the file: redraw rarely.
-    bar = tqdm(total=0, desc=desc, unit="pair", file=sys.stderr, disable=quiet,
-               mininterval=0.2 if tty else 10.0, dynamic_ncols=tty, leave=not tty)
-
-    def update(p) -> None:
-        if bar.total != p.total:
-            bar.total = p.total
-        if p.done > bar.n:
-            bar.update(p.done - bar.n)
-
-    return update, bar.close
-
-
 def run(args: argparse.Namespace) -> int:
     from usgen_desktop.errors import DatasetError
     from usgen_desktop.export import export_pairs
@@ -72,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         docs, problems, schema = project.documents, list(project.problems), project.schema
         default_name = project.name
     else:
-        update, close = _progress_bar("reading", args.quiet)
+        update, close = progress_bar("reading", args.quiet)
         try:
             result = open_dataset(source, progress=update)
         finally:
@@ -82,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     for line in problems:
         print(f"usgen: {line}", file=sys.stderr)
 
-    update, close = _progress_bar("exporting", args.quiet)
+    update, close = progress_bar("exporting", args.quiet)
     try:
         report = export_pairs(
             docs, args.out, fmt=args.fmt, schema=schema,
