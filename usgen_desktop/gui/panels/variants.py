@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QAction, QIcon, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
@@ -122,6 +124,16 @@ def variant_document(src: Document, v: Variant, params: DeformParams) -> Documen
     )
 
 
+def _shrink(labels: np.ndarray, size: int) -> np.ndarray:
+    """The label map scaled down (nearest) to fit ``size``, or as it is when it fits."""
+    h, w = labels.shape[:2]
+    if max(h, w) <= size:
+        return labels
+    f = size / max(h, w)
+    return cv2.resize(labels, (max(1, round(w * f)), max(1, round(h * f))),
+                      interpolation=cv2.INTER_NEAREST)
+
+
 class VariantGallery(QDialog):
     """Thumbnails of the variants, checked to keep; problems shown in the tooltip."""
 
@@ -145,7 +157,9 @@ class VariantGallery(QDialog):
         self._items: list[tuple[QListWidgetItem, Document, Variant]] = []
         for r in results:
             for v in r.variants:
-                rgb = label_colors(v.label_map.data, r.source.schema)
+                # shrink the label map before colouring it: colouring every full-size
+                # variant on the GUI thread only to scale it down cost ~ms per variant
+                rgb = label_colors(_shrink(v.label_map.data, THUMB), r.source.schema)
                 pm = QPixmap.fromImage(rgb_to_qimage(rgb)).scaled(
                     THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
                     Qt.TransformationMode.FastTransformation)
