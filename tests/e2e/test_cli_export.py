@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,27 +11,15 @@ import cv2
 import numpy as np
 
 from tests.conftest import lesion_pair
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.e2e.helpers import REPO, busi_like_dataset, run_usgen
 
 
 def _usgen(*args: str, env_dir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "USGEN_DATA_DIR": str(env_dir / "data"),
-           "USGEN_CONFIG_DIR": str(env_dir / "cfg"), "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "usgen_desktop.cli.main", "export", *args],
-        capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
-    )
+    return run_usgen("export", *args, env_dir=env_dir)
 
 
 def _dataset(root: Path) -> None:
-    for klass in ("benign", "malignant"):
-        for i in range(2):
-            img, mask = lesion_pair(48, 64, seed=i)
-            (root / klass / "images").mkdir(parents=True, exist_ok=True)
-            (root / klass / "masks").mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(root / klass / "images" / f"{klass} ({i}).png"), img)
-            cv2.imwrite(str(root / klass / "masks" / f"{klass} ({i})_mask.png"), mask)
+    busi_like_dataset(root)
     (root / "benign" / "images" / "broken.png").write_bytes(b"not a png")
 
 
