@@ -23,6 +23,7 @@ import torch
 from usgen_desktop.core.labels import LabelMap, LabelSchema
 from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn
 from usgen_desktop.errors import Cancelled, ModelError, OutOfMemoryError, UsgenError
+from usgen_desktop.synthesis import devices
 
 CLASS_PROMPTS = {
     "benign": "ultrasound image of breast with a benign lesion",
@@ -74,16 +75,6 @@ def check_controlnet_folder(folder: Path | None) -> Path:
     return folder
 
 
-def _devices():
-    try:
-        from usgen_desktop.synthesis import devices
-    except ImportError:  # devices.py is another module of the app; same stand-in as sdm
-        from usgen_desktop.synthesis.backends.sdm import _FallbackDevices
-
-        return _FallbackDevices
-    return devices
-
-
 def _weights_hash(*folders: Path) -> str:
     from usgen_desktop.synthesis.backends.sdm import file_hash
     from usgen_desktop.synthesis.request import hash_folder
@@ -110,7 +101,6 @@ class ControlNetBackend:
         if not cn and (self.sd_dir / "controlnet" / "config.json").is_file():
             cn = self.sd_dir / "controlnet"  # a model folder may carry its ControlNet inside
         self.cn_dir = check_controlnet_folder(cn)
-        devices = _devices()
         self.device = str(devices.pick_device(request.device))
         self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
         self.low_memory = bool(params.get("low_memory", False))
@@ -240,7 +230,7 @@ class ControlNetBackend:
         except Cancelled:
             raise
         except Exception as exc:
-            if _devices().is_oom(exc):
+            if devices.is_oom(exc):
                 raise OutOfMemoryError(
                     "The GPU ran out of memory while generating; turn on low-memory mode or "
                     "choose the CPU."

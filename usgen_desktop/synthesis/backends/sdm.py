@@ -34,6 +34,7 @@ import torch
 from usgen_desktop.core.labels import LabelMap, LabelSchema
 from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn, no_progress
 from usgen_desktop.errors import ModelError, OutOfMemoryError, UsgenError
+from usgen_desktop.synthesis import devices
 
 CONFIG_NAME = "usgen_model.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -350,36 +351,6 @@ _CACHE: dict[tuple, tuple] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-class _FallbackDevices:
-    """Stand-in used only while ``synthesis/devices.py`` (another module of the app) is absent:
-    CUDA when asked for and present, else the CPU."""
-
-    @staticmethod
-    def pick_device(pref: str = "auto") -> str:
-        pref = (pref or "auto").lower()
-        if pref == "cpu":
-            return "cpu"
-        if pref.startswith("cuda") or pref == "auto":
-            if torch.cuda.is_available():
-                return pref if pref.startswith("cuda") else "cuda"
-            if pref.startswith("cuda"):
-                raise UsgenError("No CUDA GPU is available on this computer; choose the CPU.")
-        return "cpu"
-
-    @staticmethod
-    def is_oom(exc: BaseException) -> bool:
-        return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc)
-
-
-def _devices():
-    # devices.py is owned by the generation engineer; use it whenever it is there
-    try:
-        from usgen_desktop.synthesis import devices
-    except ImportError:
-        return _FallbackDevices
-    return devices
-
-
 class SdmBackend:
     """Loaded once per request by ``request.run``; generates one image per call."""
 
@@ -389,7 +360,6 @@ class SdmBackend:
                  fp16: bool = True) -> None:
         self.folder = Path(folder)
         self.config = read_config(self.folder)
-        devices = _devices()
         self.device = str(devices.pick_device(device))
         # fp16 only on CUDA: on the CPU it is slow or crashes, on MPS it gives NaNs on some Macs
         self.dtype = torch.float16 if (self.device.startswith("cuda") and fp16) else torch.float32
@@ -459,7 +429,7 @@ class SdmBackend:
                 known=known, known_mask=known_mask,
             )
         except Exception as exc:
-            if _devices().is_oom(exc):
+            if devices.is_oom(exc):
                 raise OutOfMemoryError(
                     "The GPU ran out of memory while generating; try the CPU device or close "
                     "other programs using the GPU."

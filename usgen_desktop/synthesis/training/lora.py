@@ -182,9 +182,9 @@ def train_lora(
 
 
 def _pick_device(pref: str) -> str:
-    from usgen_desktop.synthesis.backends.controlnet import _devices
+    from usgen_desktop.synthesis import devices
 
-    return str(_devices().pick_device(pref))
+    return str(devices.pick_device(pref))
 
 
 def _load_components(base: Path, cn_dir: Path | None, device: str):
