@@ -131,6 +131,12 @@ def setup(qtbot, fake_backend):
     return window, panel, docs, fake_backend
 
 
+def use_fake_sdm(panel):
+    """Pick the sdm backend with no model folder (the fake backend stands in for it)."""
+    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
+    panel.model_dir.setText("")
+
+
 def wait_done(qtbot, panel, timeout=10_000):
     qtbot.waitUntil(lambda: not panel.running, timeout=timeout)
 
@@ -195,8 +201,7 @@ def test_scope_all_and_class_per_document(qtbot, setup):
 def test_cancel_keeps_finished_images_and_thread_ends(qtbot, setup):
     window, panel, docs, fake = setup
     fake["delay"] = 0.02
-    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
-    panel.model_dir.setText("")
+    use_fake_sdm(panel)
     panel.steps.setValue(10)
     panel.count.setValue(50)
     handle = panel.generate()
@@ -217,8 +222,7 @@ def test_cancel_keeps_finished_images_and_thread_ends(qtbot, setup):
 def test_canvas_edits_during_generation_do_not_change_the_result(qtbot, setup):
     window, panel, docs, fake = setup
     fake["delay"] = 0.01
-    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
-    panel.model_dir.setText("")
+    use_fake_sdm(panel)
     panel.steps.setValue(5)
     panel.count.setValue(3)
     original = docs[0].labels.copy()
@@ -232,8 +236,7 @@ def test_canvas_edits_during_generation_do_not_change_the_result(qtbot, setup):
 def test_out_of_memory_offers_the_cpu(qtbot, setup):
     window, panel, docs, fake = setup
     fake["fail"] = OutOfMemoryError("The GPU ran out of memory.")
-    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
-    panel.model_dir.setText("")
+    use_fake_sdm(panel)
     panel.steps.setValue(2)
     panel.count.setValue(1)
     if panel.device.findText("cuda") < 0:
@@ -253,8 +256,7 @@ def test_out_of_memory_offers_the_cpu(qtbot, setup):
 def test_missing_model_offers_speckle_or_shows_one_sentence(qtbot, setup):
     window, panel, docs, fake = setup
     fake["fail"] = ModelError("The sdm model folder holds no weights.")
-    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
-    panel.model_dir.setText("")
+    use_fake_sdm(panel)
     panel.ask = lambda q: False  # the user declines the fallback
     panel.generate()
     wait_done(qtbot, panel)
@@ -324,8 +326,7 @@ def test_closing_the_window_mid_generation_is_clean(qtbot, fake_backend):
     fake_backend["delay"] = 0.01
     window = make_window([lesion_doc()])
     panel = generate.install(window)
-    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
-    panel.model_dir.setText("")
+    use_fake_sdm(panel)
     panel.count.setValue(100)
     handle = panel.generate()
     qtbot.waitUntil(lambda: len(panel.gallery.items) >= 1, timeout=10_000)
@@ -390,8 +391,7 @@ def test_gallery_keys_accept_and_reject(qtbot, setup):
 
 def test_inpaint_sends_the_real_image_and_the_grown_region(qtbot, setup):
     window, panel, docs, fake = setup
-    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
-    panel.model_dir.setText("")
+    use_fake_sdm(panel)
     assert not panel.inpaint.isHidden()
     panel.inpaint.setChecked(True)
     panel.margin.setValue(3)
@@ -417,8 +417,7 @@ def test_inpaint_sends_the_real_image_and_the_grown_region(qtbot, setup):
 def test_inpaint_without_an_image_is_one_sentence(qtbot, setup):
     window, panel, docs, fake = setup
     docs[0].image = None
-    panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
-    panel.model_dir.setText("")
+    use_fake_sdm(panel)
     panel.inpaint.setChecked(True)
     assert panel.generate() is None
     assert "has no image to keep" in window.errors[-1]
