@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -325,7 +324,7 @@ def _finished_items(target: Path, layout: Any) -> set[int]:
 def _write_pair(target: Path, layout: Any, case: str, res: Any, mapping: Any, doc: Any,
                 schema: Any) -> None:
     from usgen_desktop.errors import ExportError
-    from usgen_desktop.io.atomic import dumps_json, encode_png, temp_name
+    from usgen_desktop.io.atomic import dumps_json, write_png_pair_atomic
 
     image_path = target / layout.image_rel(case)
     label_path = target / layout.label_rel(case)
@@ -347,11 +346,7 @@ def _write_pair(target: Path, layout: Any, case: str, res: Any, mapping: Any, do
     try:
         image_path.parent.mkdir(parents=True, exist_ok=True)
         label_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp_i, tmp_l = temp_name(image_path), temp_name(label_path)
-        tmp_i.write_bytes(encode_png(res.image))
-        tmp_l.write_bytes(encode_png(labels))
-        os.replace(tmp_i, image_path)
-        os.replace(tmp_l, label_path)
+        write_png_pair_atomic(image_path, res.image, label_path, labels)
         # O_APPEND keeps lines of shards writing into one folder from interleaving.
         with open(target / MANIFEST, "a", encoding="utf-8") as f:
             f.write(dumps_json(rec, indent=None) + "\n")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import shutil
 import time
 from collections.abc import Iterable
@@ -35,9 +34,8 @@ from usgen_desktop.export.layouts import (
 )
 from usgen_desktop.io.atomic import (
     dumps_json,
-    encode_png,
     is_temp_name,
-    temp_name,
+    write_png_pair_atomic,
     write_text_atomic,
 )
 
@@ -267,19 +265,8 @@ def _write_pair(target: Path, layout: Layout, case: str, doc: Document,
     image_path = target / layout.image_rel(case)
     label_path = target / layout.label_rel(case)
     labels = doc.labels.data if mapping.is_identity else mapping.apply(doc.labels.data)
-    image_bytes = encode_png(doc.image.pixels)  # 16-bit stays 16-bit
-    label_bytes = encode_png(labels)
-    tmp_image, tmp_label = temp_name(image_path), temp_name(label_path)
-    try:
-        tmp_image.write_bytes(image_bytes)
-        tmp_label.write_bytes(label_bytes)
-        # Renamed back to back: a pair becomes visible whole (its manifest line comes after).
-        os.replace(tmp_image, image_path)
-        os.replace(tmp_label, label_path)
-    except BaseException:
-        for p in (tmp_image, tmp_label):
-            p.unlink(missing_ok=True)
-        raise
+    # The pair becomes visible whole; its manifest line comes after.
+    write_png_pair_atomic(image_path, doc.image.pixels, label_path, labels)
 
 
 def _record(case: str, doc: Document, layout: Layout, schema: LabelSchema,

@@ -91,6 +91,24 @@ def write_png_atomic(path: Path, pixels: np.ndarray) -> None:
     write_bytes_atomic(Path(path), encode_png(pixels))
 
 
+def write_png_pair_atomic(image_path: Path, image: np.ndarray, label_path: Path,
+                          labels: np.ndarray) -> None:
+    """Write an image PNG and its label-map PNG so that the pair becomes visible whole: both
+    are encoded and written to temporary names first, then renamed back to back."""
+    image_bytes = encode_png(image)  # 16-bit stays 16-bit
+    label_bytes = encode_png(labels)
+    tmp_image, tmp_label = temp_name(Path(image_path)), temp_name(Path(label_path))
+    try:
+        tmp_image.write_bytes(image_bytes)
+        tmp_label.write_bytes(label_bytes)
+        os.replace(tmp_image, image_path)
+        os.replace(tmp_label, label_path)
+    except BaseException:
+        for p in (tmp_image, tmp_label):
+            p.unlink(missing_ok=True)
+        raise
+
+
 def read_png_exact(path: Path) -> np.ndarray:
     """The stored array of a PNG the app wrote, bit depth and ids unchanged."""
     path = Path(path)
