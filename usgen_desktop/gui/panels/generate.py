@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLineEdit,
     QMainWindow,
     QMessageBox,
@@ -40,6 +39,7 @@ from usgen_desktop.core.document import Document
 from usgen_desktop.core.labels import LabelSchema
 from usgen_desktop.errors import ModelError, OutOfMemoryError, UsgenError
 from usgen_desktop.gui.gallery import GalleryItem, GalleryWidget, ImagePane
+from usgen_desktop.gui.panels.common import report_error, tight_row
 from usgen_desktop.gui.worker import TaskHandle, TaskProgressWidget, run_task
 
 BACKEND_LABELS = {
@@ -145,10 +145,7 @@ class GeneratePanel(QWidget):
         self.model_button.setText("…")
         self.model_button.setToolTip("Choose the model folder")
         self.model_button.clicked.connect(self._pick_model)
-        model_row = QHBoxLayout()
-        model_row.setContentsMargins(0, 0, 0, 0)
-        model_row.addWidget(self.model_dir, 1)
-        model_row.addWidget(self.model_button)
+        model_row = tight_row(self.model_dir, self.model_button)
 
         self.klass = QComboBox()
         self.klass.setToolTip("The image class to generate (e.g. benign or malignant)")
@@ -166,10 +163,7 @@ class GeneratePanel(QWidget):
             self.dice.setText("Random")
         self.dice.setToolTip("A random seed")
         self.dice.clicked.connect(self.randomize_seed)
-        seed_row = QHBoxLayout()
-        seed_row.setContentsMargins(0, 0, 0, 0)
-        seed_row.addWidget(self.seed, 1)
-        seed_row.addWidget(self.dice)
+        seed_row = tight_row(self.seed, self.dice)
         self.steps = QSpinBox()
         self.steps.setRange(1, 1000)
         self.steps.setValue(25)
@@ -216,10 +210,7 @@ class GeneratePanel(QWidget):
         self.margin.setValue(6)
         self.margin.setSuffix(" px")
         self.margin.setToolTip("How far around the region the image may change, to blend in")
-        inpaint_row = QHBoxLayout()
-        inpaint_row.setContentsMargins(0, 0, 0, 0)
-        inpaint_row.addWidget(self.inpaint, 1)
-        inpaint_row.addWidget(self.margin)
+        inpaint_row = tight_row(self.inpaint, self.margin)
         self._inpaint_row = inpaint_row
         self.inpaint.toggled.connect(lambda on: self.margin.setEnabled(on))
         self.margin.setEnabled(False)
@@ -644,11 +635,7 @@ class GeneratePanel(QWidget):
 
     # -- talking to the user --------------------------------------------------------------
     def _show_error(self, sentence: str) -> None:
-        show = getattr(self.window_, "show_error", None)
-        if callable(show):
-            show(sentence)
-        else:
-            QMessageBox.warning(self.window_, "Generate", sentence)
+        report_error(self.window_, "Generate", sentence)
 
     def _status(self, text: str) -> None:
         bar = getattr(self.window_, "statusBar", None)

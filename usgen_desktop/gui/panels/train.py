@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMainWindow,
-    QMessageBox,
     QPushButton,
     QSpinBox,
     QToolButton,
@@ -37,6 +36,7 @@ from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn
 from usgen_desktop.errors import DatasetError, UsgenError
 from usgen_desktop.gui.gallery import ImagePane
 from usgen_desktop.gui.loss_plot import LossHistory, LossPlot
+from usgen_desktop.gui.panels.common import report_error, tight_row
 from usgen_desktop.gui.worker import TaskHandle, TaskProgressWidget, run_task
 
 PROJECT_SOURCE = "project"
@@ -145,19 +145,13 @@ class TrainPanel(QWidget):
         self.dataset_button = QToolButton()
         self.dataset_button.setText("…")
         self.dataset_button.clicked.connect(self._pick_dataset)
-        data_row = QHBoxLayout()
-        data_row.setContentsMargins(0, 0, 0, 0)
-        data_row.addWidget(self.dataset, 1)
-        data_row.addWidget(self.dataset_button)
+        data_row = tight_row(self.dataset, self.dataset_button)
         self.out_dir = QLineEdit()
         self.out_dir.setPlaceholderText("a new folder for the model")
         self.out_button = QToolButton()
         self.out_button.setText("…")
         self.out_button.clicked.connect(self._pick_out)
-        out_row = QHBoxLayout()
-        out_row.setContentsMargins(0, 0, 0, 0)
-        out_row.addWidget(self.out_dir, 1)
-        out_row.addWidget(self.out_button)
+        out_row = tight_row(self.out_dir, self.out_button)
         self.size = QComboBox()
         for s in (64, 128, 256):
             self.size.addItem(f"{s} × {s}", s)
@@ -390,11 +384,7 @@ class TrainPanel(QWidget):
             s.setValue(f"train/{name}", getattr(self, name).value())
 
     def _show_error(self, sentence: str) -> None:
-        show = getattr(self.window_, "show_error", None)
-        if callable(show):
-            show(sentence)
-        else:
-            QMessageBox.warning(self.window_, "Train", sentence)
+        report_error(self.window_, "Train", sentence)
 
 
 def install(window: QMainWindow) -> TrainPanel:
