@@ -184,22 +184,35 @@ def deform_label_map(
     return LabelMap(out)
 
 
-def check_variant(
-    source: LabelMap, variant: LabelMap, ignore: tuple[int, ...] = (0,), min_fraction: float = 0.05
-) -> list[str]:
-    """Sentences describing labels that vanished, shrank to a sliver, or split into pieces."""
-    problems: list[str] = []
+def _source_stats(source: LabelMap, ignore: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """(id, pixel count, connected pieces) of each checked label of the source map."""
+    stats = []
     for lid in source.ids():
         if lid in ignore:
             continue
-        src = source.data == lid
+        src = (source.data == lid).astype(np.uint8)
+        stats.append((lid, int(src.sum()), cv2.connectedComponents(src, connectivity=8)[0] - 1))
+    return stats
+
+
+def check_variant(
+    source: LabelMap, variant: LabelMap, ignore: tuple[int, ...] = (0,), min_fraction: float = 0.05,
+    source_stats: list[tuple[int, int, int]] | None = None,
+) -> list[str]:
+    """Sentences describing labels that vanished, shrank to a sliver, or split into pieces.
+    ``source_stats`` (from ``_source_stats``) saves measuring the same source again for each
+    of its variants."""
+    if source_stats is None:
+        source_stats = _source_stats(source, ignore)
+    problems: list[str] = []
+    for lid, src_sum, n_src in source_stats:
         var = variant.data == lid
         if not var.any():
             problems.append(f"label {lid} vanished")
             continue
-        if var.sum() < min_fraction * src.sum():
-            problems.append(f"label {lid} shrank to {100 * var.sum() / src.sum():.0f} %")
-        n_src = cv2.connectedComponents(src.astype(np.uint8), connectivity=8)[0] - 1
+        var_sum = int(var.sum())
+        if var_sum < min_fraction * src_sum:
+            problems.append(f"label {lid} shrank to {100 * var_sum / src_sum:.0f} %")
         n_var = cv2.connectedComponents(var.astype(np.uint8), connectivity=8)[0] - 1
         if n_var > n_src:
             problems.append(f"label {lid} split into {n_var} pieces (was {n_src})")
@@ -233,6 +246,7 @@ def make_variants(
     ``Variant.index`` says which)."""
     out: list[Variant] = []
     ignore = (0,) if sector_id is None else (0, sector_id)
+    stats = _source_stats(label_map, ignore)  # the same for every variant and retry
     for i in range(n):
         if cancel is not None:
             cancel.raise_if_cancelled()
@@ -240,7 +254,7 @@ def make_variants(
         for attempt in range(max_tries if skip_bad else 1):
             s = variant_seed(seed, source, i * 1000 + attempt)
             v = deform_label_map(label_map, params, s, sector_id)
-            probs = check_variant(label_map, v, ignore=ignore)
+            probs = check_variant(label_map, v, ignore=ignore, source_stats=stats)
             best = Variant(v, s, i, probs)
             if not probs:
                 break
