@@ -342,17 +342,22 @@ def run_task(
     return handle.start()
 
 
+def report_error(target: object, title: str, sentence: str) -> None:
+    """``target.show_error`` when it has one (the main window; tests record there), else a
+    warning box over ``target`` when it is a widget."""
+    show_error = getattr(target, "show_error", None)
+    if callable(show_error):
+        show_error(sentence)
+        return
+    widget = target if isinstance(target, QWidget) else None
+    QMessageBox.warning(widget, title, sentence)
+
+
 def _default_error_sink(parent: QObject | None, title: str) -> Callable[[str], None]:
     ref = weakref.ref(parent) if parent is not None else None
 
     def show(sentence: str) -> None:
-        target = ref() if ref is not None else None
-        show_error = getattr(target, "show_error", None)
-        if callable(show_error):
-            show_error(sentence)
-            return
-        widget = target if isinstance(target, QWidget) else None
-        QMessageBox.warning(widget, title.capitalize(), sentence)
+        report_error(ref() if ref is not None else None, title.capitalize(), sentence)
 
     return show
 

@@ -1,8 +1,8 @@
-"""Small widget helpers the Generate and Train panels share."""
+"""A small layout helper the Generate and Train panels share."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QHBoxLayout, QMessageBox, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 
 def tight_row(main: QWidget, side: QWidget) -> QHBoxLayout:
@@ -12,12 +12,3 @@ def tight_row(main: QWidget, side: QWidget) -> QHBoxLayout:
     row.addWidget(main, 1)
     row.addWidget(side)
     return row
-
-
-def report_error(window: QWidget, title: str, sentence: str) -> None:
-    """The window's own ``show_error`` when it has one (tests record there), else a box."""
-    show = getattr(window, "show_error", None)
-    if callable(show):
-        show(sentence)
-    else:
-        QMessageBox.warning(window, title, sentence)

@@ -39,8 +39,8 @@ from usgen_desktop.core.document import Document
 from usgen_desktop.core.labels import LabelSchema
 from usgen_desktop.errors import ModelError, OutOfMemoryError, UsgenError
 from usgen_desktop.gui.gallery import GalleryItem, GalleryWidget, ImagePane
-from usgen_desktop.gui.panels.common import report_error, tight_row
-from usgen_desktop.gui.worker import TaskHandle, TaskProgressWidget, run_task
+from usgen_desktop.gui.panels.common import tight_row
+from usgen_desktop.gui.worker import TaskHandle, TaskProgressWidget, report_error, run_task
 
 BACKEND_LABELS = {
     "speckle": "Speckle simulator (no model needed)",

@@ -36,8 +36,8 @@ from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn
 from usgen_desktop.errors import DatasetError, UsgenError
 from usgen_desktop.gui.gallery import ImagePane
 from usgen_desktop.gui.loss_plot import LossHistory, LossPlot
-from usgen_desktop.gui.panels.common import report_error, tight_row
-from usgen_desktop.gui.worker import TaskHandle, TaskProgressWidget, run_task
+from usgen_desktop.gui.panels.common import tight_row
+from usgen_desktop.gui.worker import TaskHandle, TaskProgressWidget, report_error, run_task
 
 PROJECT_SOURCE = "project"
 FOLDER_SOURCE = "folder"
