@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from usgen_desktop.errors import UsgenError
     from usgen_desktop.io import open_dataset
     from usgen_desktop.io.atomic import write_png_atomic, write_text_atomic
+    from usgen_desktop.io.jsonl import drop_torn_line, read_jsonl
 
     if args.n < 1:
         raise UsgenError("--n must be at least 1.")
@@ -84,15 +85,13 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsgenError(f"Could not create '{masks_dir}' ({exc.strerror or exc}).") from exc
     manifest = out / "manifest.jsonl"
-    done: set[str] = set()
-    if manifest.exists():
-        for line in manifest.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a line cut by an interrupt: that variant is redone
-            if (masks_dir / rec["file"]).exists():
-                done.add(rec["file"])
+    try:
+        # A line cut by an interrupt is dropped (that variant is redone), so the next line
+        # appended is not glued to it.
+        drop_torn_line(manifest)
+    except OSError as exc:
+        raise UsgenError(f"Could not repair '{manifest}' ({exc.strerror or exc}).") from exc
+    done = {rec["file"] for rec in read_jsonl(manifest) if (masks_dir / rec["file"]).exists()}
     classes = {}
     write_text_atomic(out / "usgen.json", json.dumps({"schema": schema.to_dict()}, indent=2))
     update, close = progress_bar("deform", args.quiet, unit="variant")

@@ -288,34 +288,21 @@ def _claim_folder(target: Path, signature: dict[str, Any], write: bool = False) 
 
 
 def _drop_torn_line(path: Path) -> None:
-    """Cut a half-written last line (a run killed mid-write), so the next line appended is not
-    glued to it."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return
-    if not data or data.endswith(b"\n"):
-        return
-    try:
-        with open(path, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-    except OSError as exc:
-        from usgen_desktop.errors import ExportError
+    from usgen_desktop.errors import ExportError
+    from usgen_desktop.io.jsonl import drop_torn_line
 
+    try:
+        drop_torn_line(path)
+    except OSError as exc:
         raise ExportError(f"Could not repair '{path}' ({exc.strerror or exc}).") from exc
 
 
 def _finished_items(target: Path, layout: Any) -> set[int]:
     """Items whose manifest line and both files exist (a torn last line is ignored)."""
+    from usgen_desktop.io.jsonl import read_jsonl
+
     done: set[int] = set()
-    path = target / MANIFEST
-    if not path.is_file():
-        return done
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
+    for rec in read_jsonl(target / MANIFEST):
         if (target / rec.get("image", "\0")).is_file() and (target / rec.get("label", "\0")).is_file():
             done.add(int(rec["item"]))
     return done
@@ -361,16 +348,9 @@ def _write_description(target: Path, fmt: str, mapping: Any, schema: Any, layout
     """dataset.json (nnU-Net) and the schema, from every finished pair in the folder."""
     from usgen_desktop.export.layouts import dataset_json
     from usgen_desktop.io.atomic import dumps_json, write_text_atomic
+    from usgen_desktop.io.jsonl import read_jsonl
 
-    cases = []
-    path = target / MANIFEST
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                cases.append(json.loads(line)["case"])
-            except (ValueError, KeyError):
-                continue
-    cases = sorted(set(cases))
+    cases = sorted({rec["case"] for rec in read_jsonl(target / MANIFEST) if "case" in rec})
     try:
         desc = dataset_json(fmt, "USGenSynthetic", mapping, cases, layout)
         if desc is not None:

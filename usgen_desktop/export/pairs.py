@@ -38,6 +38,7 @@ from usgen_desktop.io.atomic import (
     write_png_pair_atomic,
     write_text_atomic,
 )
+from usgen_desktop.io.jsonl import read_jsonl
 
 MANIFEST = "manifest.jsonl"
 MARKER = ".usgen-export.json"  # says which export made the folder and whether it finished
@@ -223,15 +224,11 @@ def _complete_records(target: Path, layout: Layout) -> list[dict[str, Any]]:
     """Manifest lines whose two files exist; stray files of unfinished pairs are removed."""
     records: list[dict[str, Any]] = []
     try:
-        lines = (target / MANIFEST).read_text(encoding="utf-8").splitlines()
+        lines = read_jsonl(target / MANIFEST)
     except OSError:
         lines = []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if (isinstance(rec, dict) and rec.get("case") and rec.get("image") and rec.get("label")
+    for rec in lines:
+        if (rec.get("case") and rec.get("image") and rec.get("label")
                 and (target / rec["image"]).is_file() and (target / rec["label"]).is_file()):
             records.append(rec)
     keep = {rec["image"] for rec in records} | {rec["label"] for rec in records}
