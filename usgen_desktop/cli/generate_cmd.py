@@ -215,7 +215,10 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
     def progress(p: Progress) -> None:
         nonlocal bar
         if bar is None and not args.no_progress:
-            bar = _progress_bar(p.total, disabled=False, what=masks.name)
+            from tqdm import tqdm
+
+            bar = tqdm(total=p.total, desc=f"generate {masks.name}", unit="step",
+                       file=sys.stderr, dynamic_ncols=True)
         if bar is not None and p.total:
             bar.total = p.total
             bar.n = p.done
@@ -245,17 +248,6 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
     print(f"usgen: wrote {written} pairs to '{target}' ({len(done)} were already there).",
           file=sys.stderr)
     return written
-
-
-def _progress_bar(total: int, disabled: bool, what: str) -> Any:
-    if disabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=f"generate {what}", unit="step", file=sys.stderr,
-                dynamic_ncols=True)
 
 
 def _claim_folder(target: Path, signature: dict[str, Any], write: bool = False) -> None:
