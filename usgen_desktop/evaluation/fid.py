@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from usgen_desktop.core.tasks import CancelToken
+from usgen_desktop.evaluation.prepare import split_by_groups
 
 FeatureFn = Callable[[np.ndarray], np.ndarray]  # float images N x H x W in 0..1 -> N x D
 INCEPTION_SIZE = 299
@@ -154,9 +155,7 @@ def split_halves(groups: Sequence[str], seed: int) -> tuple[np.ndarray, np.ndarr
             break
         a_groups.add(uniq[j])
         count += members[uniq[j]]
-    a = np.array([i for i, g in enumerate(groups) if g in a_groups], np.int64)
-    b = np.array([i for i, g in enumerate(groups) if g not in a_groups], np.int64)
-    return a, b
+    return split_by_groups(groups, a_groups)
 
 
 def fid_report(real: np.ndarray, synthetic: np.ndarray, real_groups: Sequence[str],

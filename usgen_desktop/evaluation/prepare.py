@@ -95,6 +95,12 @@ def to_arrays(docs: Sequence[Any], size: int, label_ids: Sequence[int],
     )
 
 
+def split_by_groups(groups: Sequence[str], chosen: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (ascending) of the items whose group is in ``chosen``, and of the rest."""
+    inside = np.array([g in chosen for g in groups], dtype=bool)
+    return np.flatnonzero(inside).astype(np.int64), np.flatnonzero(~inside).astype(np.int64)
+
+
 def group_split(groups: Sequence[str], test_fraction: float, seed: int,
                 strata: Sequence[str | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Train and test indices with whole groups on one side; about ``test_fraction`` of the
@@ -124,8 +130,7 @@ def group_split(groups: Sequence[str], test_fraction: float, seed: int,
         test_groups = {uniq[int(rng.integers(len(uniq)))]}
     if len(test_groups) == len(uniq):
         test_groups.discard(sorted(test_groups)[0])
-    test = np.array([i for i, g in enumerate(groups) if g in test_groups], dtype=np.int64)
-    train = np.array([i for i, g in enumerate(groups) if g not in test_groups], dtype=np.int64)
+    test, train = split_by_groups(groups, test_groups)
     return train, test
 
 
@@ -139,8 +144,7 @@ def dev_split(names: Sequence[str], groups: Sequence[str], held_out: Iterable[st
     hit_groups = {g for nm, g in zip(names, groups, strict=True)
                   if nm in wanted or Path(nm).name in wanted or Path(nm).stem in wanted
                   or g in wanted}
-    test = np.array([i for i, g in enumerate(groups) if g in hit_groups], dtype=np.int64)
-    train = np.array([i for i, g in enumerate(groups) if g not in hit_groups], dtype=np.int64)
+    test, train = split_by_groups(groups, hit_groups)
     if len(test) == 0:
         raise DatasetError("None of the names in the dev split file matches an image of the real set.")
     if len(train) == 0:
