@@ -7,6 +7,7 @@ view shows, and cached per document revision, so a project of thousands stays qu
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import cv2
@@ -44,14 +45,26 @@ def status_text(doc: Document) -> str:
     return " · ".join(parts)
 
 
-def thumbnail(doc: Document, size: int = THUMB) -> QPixmap:
-    """A small picture of the image with its labels blended in."""
+def _thumb_size(doc: Document, size: int) -> tuple[int, int]:
     h, w = doc.shape
     f = size / max(h, w)
-    tw, th = max(1, round(w * f)), max(1, round(h * f))
-    if doc.image is not None:
-        gray = cv2.resize(doc.image.to_uint8(), (tw, th), interpolation=cv2.INTER_AREA)
-    else:
+    return max(1, round(w * f)), max(1, round(h * f))
+
+
+def thumbnail_gray(doc: Document, size: int = THUMB) -> np.ndarray | None:
+    """The image shrunk to the thumbnail's size (None without an image)."""
+    if doc.image is None:
+        return None
+    return cv2.resize(doc.image.to_uint8(), _thumb_size(doc, size), interpolation=cv2.INTER_AREA)
+
+
+def thumbnail(doc: Document, size: int = THUMB, gray: np.ndarray | None = None) -> QPixmap:
+    """A small picture of the image with its labels blended in; ``gray`` is the image
+    already shrunk by :func:`thumbnail_gray` (a stroke changes the labels, not the image)."""
+    tw, th = _thumb_size(doc, size)
+    if gray is None or gray.shape != (th, tw):
+        gray = thumbnail_gray(doc, size)
+    if gray is None:
         gray = np.zeros((th, tw), np.uint8)
     rgb = np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
     labels = cv2.resize(doc.labels.data, (tw, th), interpolation=cv2.INTER_NEAREST)
@@ -77,6 +90,9 @@ class DocumentListModel(QAbstractListModel):
         super().__init__(parent)
         self.documents: Sequence[Document] = []
         self._thumbs: dict[str, tuple[int, int, QIcon]] = {}
+        # the shrunk image per document: an edit redraws the thumbnail's labels only, without
+        # converting and shrinking the whole image again on the GUI thread
+        self._grays: dict[str, tuple[weakref.ref, np.ndarray]] = {}
         # "mask"/"no mask" scans the label map: remember it per revision, so filtering
         # thousands of rows on every keystroke does not scan them all again.
         self._status: dict[str, tuple[int, int, str]] = {}
@@ -86,6 +102,7 @@ class DocumentListModel(QAbstractListModel):
         self.documents = docs
         live = {d.uid for d in docs}
         self._thumbs = {k: v for k, v in self._thumbs.items() if k in live}
+        self._grays = {k: v for k, v in self._grays.items() if k in live}
         self.endResetModel()
 
     def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
@@ -129,9 +146,21 @@ class DocumentListModel(QAbstractListModel):
         hit = self._thumbs.get(doc.uid)
         if hit is not None and hit[:2] == key:
             return hit[2]
-        icon = QIcon(thumbnail(doc))
+        icon = QIcon(thumbnail(doc, gray=self._gray(doc)))
         self._thumbs[doc.uid] = (key[0], key[1], icon)
         return icon
+
+    def _gray(self, doc: Document) -> np.ndarray | None:
+        img = doc.image
+        if img is None:
+            return None
+        hit = self._grays.get(doc.uid)
+        if hit is not None and hit[0]() is img:
+            return hit[1]
+        gray = thumbnail_gray(doc)
+        if gray is not None:
+            self._grays[doc.uid] = (weakref.ref(img), gray)
+        return gray
 
     def row_of(self, uid: str) -> int:
         for i, d in enumerate(self.documents):
