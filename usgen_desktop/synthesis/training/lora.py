@@ -21,6 +21,7 @@ import numpy as np
 from usgen_desktop.core.labels import LabelSchema
 from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn, no_progress
 from usgen_desktop.errors import DatasetError, ModelError, UsgenError
+from usgen_desktop.synthesis.devices import pick_device
 from usgen_desktop.synthesis.training.data import Triple, augment, prepare
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -93,7 +94,7 @@ def train_lora(
     if len(prep) == 0:
         raise DatasetError("The training set holds no image/label pairs.")
     schema = schema or default_schema_for(max(1, int(prep.labels.max())))
-    device = _pick_device(config.device)
+    device = pick_device(config.device)
     comps = _load_components(base_dir, controlnet_dir, device)
     tok, text, vae, unet, sched, cn = comps
     torch.manual_seed(config.seed)
@@ -179,12 +180,6 @@ def train_lora(
         _save(out_dir, unet, text, token_id, config, base_dir, controlnet_dir, step, losses,
               time.perf_counter() - t0)
     return LoraResult(out_dir, step, losses, time.perf_counter() - t0, cancelled)
-
-
-def _pick_device(pref: str) -> str:
-    from usgen_desktop.synthesis import devices
-
-    return str(devices.pick_device(pref))
 
 
 def _load_components(base: Path, cn_dir: Path | None, device: str):

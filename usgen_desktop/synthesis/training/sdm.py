@@ -31,6 +31,7 @@ import numpy as np
 from usgen_desktop.core.labels import LabelSchema
 from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn, no_progress
 from usgen_desktop.errors import UsgenError
+from usgen_desktop.synthesis.devices import pick_device
 from usgen_desktop.synthesis.training.data import PreparedData, Triple, augment, prepare
 
 CKPT_DIR = "checkpoints"
@@ -194,14 +195,6 @@ def export_checkpoint(ckpt: Path, dest: Path, use_ema: bool = True, info: dict |
 # --------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------
-def _pick_device(pref: str) -> str:
-    try:
-        from usgen_desktop.synthesis.devices import pick_device
-    except ImportError:  # devices.py belongs to the generation engineer; CPU until it lands
-        return "cpu" if pref in ("auto", "cpu") else pref
-    return str(pick_device(pref))
-
-
 def _sample_rows(prep: PreparedData, n: int) -> list[int]:
     """Indices of a few fixed examples, one per class first, for the sample grids."""
     rows: list[int] = []
@@ -268,7 +261,7 @@ def train_sdm(
     if schema is None:
         schema = schema_from_labels(prep.labels)
     cfg = SdmConfig(size=size, schema=schema, classes=list(prep.classes))
-    device = _pick_device(config.device)
+    device = pick_device(config.device)
     state: dict[str, Any] = {}
     torch.manual_seed(config.seed)
     unet = build_unet(cfg, **config.arch())
