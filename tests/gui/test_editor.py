@@ -37,13 +37,18 @@ def make_doc(h: int = 120, w: int = 160, name: str = "a", klass: str | None = "b
 def window(qtbot, tmp_path):
     project = Project.create(tmp_path / "proj", schema3(), name="test")
     project.add([make_doc(name="a"), make_doc(name="b", klass="malignant", mask=True)])
-    win = MainWindow(project, load_panels=False)
+    return shown(qtbot, MainWindow(project, load_panels=False))
+
+
+def shown(qtbot, win: MainWindow) -> MainWindow:
+    """The window on screen at a fixed size and fitted; closing it at teardown must not block
+    on a save dialog."""
     qtbot.addWidget(win)
     win.resize(900, 640)
     win.show()
     qtbot.waitExposed(win)
     win.canvas.fit()
-    win.ask_save_changes = lambda: "discard"  # closing at teardown must not block on a dialog
+    win.ask_save_changes = lambda: "discard"
     return win
 
 

@@ -8,7 +8,7 @@ from PySide6.QtCore import QEvent, QPointF, Qt
 from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication
 
-from tests.gui.test_editor import drag, make_doc, schema3, wpos
+from tests.gui.test_editor import drag, make_doc, schema3, shown, wpos
 from usgen_desktop.core.deform import DeformParams
 from usgen_desktop.core.document import Document
 from usgen_desktop.core.labels import LabelMap, load_preset
@@ -21,17 +21,6 @@ from usgen_desktop.io.project import Project
 pytestmark = pytest.mark.gui
 
 
-def _shown(qtbot, win: MainWindow) -> MainWindow:
-    """The window on screen at a fixed size, fitted, and never asking to save."""
-    qtbot.addWidget(win)
-    win.resize(900, 640)
-    win.show()
-    qtbot.waitExposed(win)
-    win.canvas.fit()
-    win.ask_save_changes = lambda: "discard"
-    return win
-
-
 @pytest.fixture
 def window(qtbot, tmp_path):
     project = Project.create(tmp_path / "proj", schema3(), name="test")
@@ -40,7 +29,7 @@ def window(qtbot, tmp_path):
     win = MainWindow(project, load_panels=False)
     sector_panel.install(win)
     variants_panel.install(win)
-    return _shown(qtbot, win)
+    return shown(qtbot, win)
 
 
 @pytest.fixture
@@ -51,7 +40,7 @@ def fan_window(qtbot, tmp_path):
     project.add([Document(LabelMap.empty(120, 160), hc, None, name="blank")])
     win = MainWindow(project, load_panels=False)
     sector_panel.install(win)
-    return _shown(qtbot, win)
+    return shown(qtbot, win)
 
 
 def test_warp_drag_moves_the_lesion_and_undo_restores_it(qtbot, window):
