@@ -1,10 +1,17 @@
-"""Train the default ``sdm`` model (models/sdm-default) on the shared BUSI data.
+"""Train the shipped ``sdm`` models on the shared data: ``models/sdm-default`` (BUSI breast, the
+default) and ``models/sdm-hc18`` (HC18 fetal head with its sector, ``--dataset hc18``).
 
     .venv/bin/python scripts/train_default.py --out /work/ckpt/sdm-default-run [--resume]
     .venv/bin/python scripts/train_default.py --out /work/ckpt/sdm-default-run --export models/sdm-default
     .venv/bin/python scripts/train_default.py --grid docs/images/sdm_grid.png --model-dir models/sdm-default
+    .venv/bin/python scripts/train_default.py --dataset hc18 --out /work/ckpt/sdm-hc18-run [--resume]
 
-Why BUSI only: the app's BUSI preset (0 breast tissue, 1 lesion) is what the evaluation measures,
+HC18: the label maps get the fan as label 2 (``detect_sector`` on each image, ``apply_sector``:
+head clipped to the fan, the rest of the fan "sector", outside 0), so the model learns the
+scan geometry as well as the head; no classes; 20 % of subjects held out (a subject's second
+and third scans stay with the first).
+
+Why one model per dataset: the app's BUSI preset (0 breast tissue, 1 lesion) is what the evaluation measures,
 and a combined BUSI + HC18 schema would need label remapping in the backend (HC18's id 1 is a
 fetal head, BUSI's a lesion) and split a CPU-sized model's capacity over two anatomies.
 
@@ -25,33 +32,54 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DATA = ROOT.parent / "shared" / "data" / "busi"
-CLASSES = ["normal", "benign", "malignant"]
+SHARED = ROOT.parent / "shared" / "data"
+DATASETS = {
+    # name: (folder, classes, how the split is described)
+    "busi": (SHARED / "busi", ["normal", "benign", "malignant"],
+             "20 % of near-duplicate groups within each class"),
+    "hc18": (SHARED / "hc18", None, "20 % of subjects"),
+}
+DATA = DATASETS["busi"][0]
+CLASSES = DATASETS["busi"][1]
 
 
-def load_split(data: Path, seed: int):
+def with_sector(docs, schema) -> None:
+    """Give each label map the fan of its image (HC18): head clipped to it, the rest of the
+    fan the schema's sector id, outside 0."""
+    from usgen_desktop.core.sector import apply_sector, detect_sector
+
+    for d in docs:
+        fit = detect_sector(d.image.to_uint8(), schema.probe)
+        d.labels = apply_sector(d.labels, fit.mask, schema.sector_id)
+
+
+def load_split(data: Path, seed: int, dataset: str = "busi"):
     from usgen_desktop.evaluation.prepare import doc_group, group_split
     from usgen_desktop.io import open_dataset
 
     res = open_dataset(data)
     docs = res.documents
+    if dataset == "hc18":
+        with_sector(docs, res.schema)
     groups = [doc_group(d) for d in docs]
-    train_idx, dev_idx = group_split(groups, 0.2, seed, strata=[d.tags.get("class") for d in docs])
+    strata = [d.tags.get("class") for d in docs] if DATASETS[dataset][1] else None
+    train_idx, dev_idx = group_split(groups, 0.2, seed, strata=strata)
     return res.schema, docs, list(train_idx), list(dev_idx)
 
 
-def write_split(folder: Path, docs, train_idx, dev_idx, seed: int) -> None:
+def write_split(folder: Path, docs, train_idx, dev_idx, seed: int, dataset: str = "busi") -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    head = (f"# BUSI dev split: 20 % of near-duplicate groups within each class, seed {seed} "
+    how = DATASETS[dataset][2]
+    head = (f"# {dataset.upper()} dev split: {how}, seed {seed} "
             "(usgen_desktop.evaluation.prepare.group_split); never seen in training\n")
     (folder / "dev_split.txt").write_text(head + "\n".join(docs[i].name for i in dev_idx) + "\n")
     (folder / "train_split.txt").write_text(
-        "# BUSI images the default sdm model was trained on\n"
+        f"# {dataset.upper()} images this sdm model was trained on\n"
         + "\n".join(docs[i].name for i in train_idx) + "\n")
 
 
 def draw_grid(data: Path, model_dir: Path, png: Path, seed: int, steps: int, per_class: int = 3,
-              guidance: float = 1.0) -> int:
+              guidance: float = 1.0, dataset: str = "busi") -> int:
     """Rows = classes; each row holds ``per_class`` dev images, real then generated from the
     real image's own label map (lesion outline drawn in red on the generated one)."""
     import cv2
@@ -59,14 +87,18 @@ def draw_grid(data: Path, model_dir: Path, png: Path, seed: int, steps: int, per
 
     from usgen_desktop.synthesis.request import GenerationRequest, run
 
-    schema, docs, _, dev_idx = load_split(data, seed)
+    schema, docs, _, dev_idx = load_split(data, seed, dataset)
+    classes = DATASETS[dataset][1]
     rng = np.random.default_rng(1)
     rows = []
     t0 = time.perf_counter()
     n = 0
-    for klass in CLASSES:
-        pick = [i for i in dev_idx if docs[i].tags.get("class") == klass]
-        pick = [pick[k] for k in sorted(rng.choice(len(pick), per_class, replace=False))]
+    # one row per class; a dataset without classes gets two rows of its own
+    row_keys = classes or [None, None]
+    for r_i, klass in enumerate(row_keys):
+        pool = [i for i in dev_idx if docs[i].tags.get("class") == klass] if klass else \
+            dev_idx[r_i::len(row_keys)]
+        pick = [pool[k] for k in sorted(rng.choice(len(pool), per_class, replace=False))]
         maps = [docs[i].labels for i in pick]
         res = run(GenerationRequest(maps, schema, backend="sdm", model_dir=str(model_dir),
                                     classes=[klass] * len(maps), steps=steps, seed=seed,
@@ -78,14 +110,14 @@ def draw_grid(data: Path, model_dir: Path, png: Path, seed: int, steps: int, per
             real = cv2.resize(real if real.ndim == 2 else real[..., 0], (128, 128),
                               interpolation=cv2.INTER_AREA)
             fake = cv2.cvtColor(r.image, cv2.COLOR_GRAY2BGR)
-            cnts, _ = cv2.findContours((r.label_map.data > 0).astype(np.uint8),
+            cnts, _ = cv2.findContours((r.label_map.data == 1).astype(np.uint8),
                                        cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
             cv2.drawContours(fake, cnts, -1, (0, 0, 255), 1)
             cells += [cv2.cvtColor(real, cv2.COLOR_GRAY2BGR), fake,
                       np.full((128, 4, 3), 255, np.uint8)]
         row = np.concatenate(cells, axis=1)
         label = np.full((18, row.shape[1], 3), 255, np.uint8)
-        cv2.putText(label, f"{klass}: real | generated (dev split, {steps} DPM++ steps, guidance {guidance:g})", (4, 13),
+        cv2.putText(label, f"{klass or dataset.upper()}: real | generated (dev split, {steps} DPM++ steps, guidance {guidance:g})", (4, 13),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         rows += [label, row]
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +129,8 @@ def draw_grid(data: Path, model_dir: Path, png: Path, seed: int, steps: int, per
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--dataset", choices=sorted(DATASETS), default="busi")
+    ap.add_argument("--data", default=None, help="default: ../shared/data/<dataset>")
     ap.add_argument("--out", default="/work/ckpt/sdm-default-run")
     ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--batch", type=int, default=8)
@@ -120,11 +153,14 @@ def main() -> int:
     ap.add_argument("--model-dir", default=str(ROOT / "models" / "sdm-default"))
     ap.add_argument("--grid-steps", type=int, default=25)
     ap.add_argument("--grid-guidance", type=float, default=1.0)
+    ap.add_argument("--recommend-guidance", type=float, default=3.0,
+                    help="written into the exported model as its recommended guidance")
     args = ap.parse_args()
 
-    data = Path(args.data)
+    data = Path(args.data) if args.data else DATASETS[args.dataset][0]
+    classes = DATASETS[args.dataset][1]
     if not data.exists():
-        print(f"skipped: {data} not found (the shared BUSI data is not on this machine)")
+        print(f"skipped: {data} not found (the shared data is not on this machine)")
         return 0
     import torch
 
@@ -132,7 +168,7 @@ def main() -> int:
     out = Path(args.out)
     if args.grid:
         return draw_grid(data, Path(args.model_dir), Path(args.grid), args.seed, args.grid_steps,
-                         guidance=args.grid_guidance)
+                         guidance=args.grid_guidance, dataset=args.dataset)
     if args.export:
         from usgen_desktop.synthesis.training.sdm import export_checkpoint, latest_checkpoint
 
@@ -144,7 +180,8 @@ def main() -> int:
         meta = json.loads((dest / "usgen_model.json").read_text())
         # judged by eye on the held-out grid (docs/images/sdm_grid*.png): guidance 3 draws the
         # lesions dark and inside their outline, guidance 1 only hints at them
-        meta["recommended"] = {"guidance": 3.0, "steps": 25, "sampler": "dpm++"}
+        meta["recommended"] = {"guidance": args.recommend_guidance, "steps": 25,
+                               "sampler": "dpm++"}
         (dest / "usgen_model.json").write_text(json.dumps(meta, indent=2))
         for name in ("dev_split.txt", "train_split.txt"):
             if (out / name).is_file():
@@ -155,14 +192,14 @@ def main() -> int:
     from usgen_desktop.synthesis.training.sdm import TrainConfig, train_sdm
 
     t0 = time.perf_counter()
-    schema, docs, train_idx, dev_idx = load_split(data, args.seed)
-    write_split(out, docs, train_idx, dev_idx, args.seed)
+    schema, docs, train_idx, dev_idx = load_split(data, args.seed, args.dataset)
+    write_split(out, docs, train_idx, dev_idx, args.seed, args.dataset)
     triples = []
     for i in train_idx:
         d = docs[i]
         img = d.image.to_uint8() if hasattr(d.image, "to_uint8") else d.image.data
-        triples.append((img, d.labels, d.tags.get("class")))
-    print(f"BUSI: {len(docs)} images, train {len(train_idx)}, dev {len(dev_idx)}; "
+        triples.append((img, d.labels, d.tags.get("class") if classes else None))
+    print(f"{args.dataset.upper()}: {len(docs)} images, train {len(train_idx)}, dev {len(dev_idx)}; "
           f"open {time.perf_counter() - t0:.1f} s", flush=True)
     cfg = TrainConfig(size=args.size, steps=args.steps, batch=args.batch, lr=args.lr,
                       ema_decay=0.995, checkpoint_every=args.checkpoint_every,
@@ -180,9 +217,12 @@ def main() -> int:
                   flush=True)
             last[0] = now
 
-    info = {"data": "BUSI (Al-Dhabyani et al. 2020), dev split held out by group",
+    info = {"data": ("BUSI (Al-Dhabyani et al. 2020), dev split held out by group"
+                     if args.dataset == "busi" else
+                     "HC18 (van den Heuvel et al. 2018, CC BY 4.0) with detected sectors, "
+                     "dev split held out by subject"),
             "script": "scripts/train_default.py"}
-    res = train_sdm(triples, out, cfg, progress=progress, schema=schema, classes=CLASSES,
+    res = train_sdm(triples, out, cfg, progress=progress, schema=schema, classes=classes,
                     resume=args.resume, info=info)
     print(json.dumps({"step": res.step, "seconds": res.seconds, "final_loss": res.final_loss}))
     return 0

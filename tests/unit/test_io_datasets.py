@@ -107,6 +107,21 @@ def test_class_folders_with_manifest_groups(tmp_path):
     assert "group" not in docs["normal (1)"].tags
 
 
+def test_manifest_subject_column_is_the_group(tmp_path):
+    """HC18's manifest names each image's subject: a patient's images must stay on one side
+    of a held-out split, so the subject is the group when there is no group column."""
+    img, mask = lesion_pair(40, 50, seed=4)
+    for name in ("010_HC", "010_2HC", "011_HC"):
+        _save(tmp_path / "images" / f"{name}.png", img)
+        _save(tmp_path / "masks" / f"{name}.png", mask)
+    (tmp_path / "manifest.csv").write_text(
+        "image,subject,pixel_mm\n"
+        "images/010_HC.png,010,0.1\nimages/010_2HC.png,010,0.1\nimages/011_HC.png,011,0.1\n")
+    docs = {d.name: d for d in open_dataset(tmp_path).documents}
+    assert docs["010_HC"].tags["group"] == docs["010_2HC"].tags["group"] == "010"
+    assert docs["011_HC"].tags["group"] == "011"
+
+
 def test_other_classes_get_a_generic_schema_with_every_id(tmp_path):
     img, _ = lesion_pair(40, 50, seed=5)
     idx = np.zeros((40, 50), np.uint8)

@@ -16,7 +16,8 @@ Detected automatically (first match wins):
 
 An optional ``usgen.json`` in the root, ``{"schema": "busi", "classes": {"<stem>": "benign"}}``,
 names the label schema (a preset name or a schema dict) and the class of each image. A
-``manifest.csv`` (columns ``image``, ``class``, ``group``, ``pixel_mm``) adds tags and spacing.
+``manifest.csv`` (columns ``image``, ``class``, ``group`` (else ``subject``/``patient``), ``pixel_mm``)
+adds tags and spacing.
 A file that cannot be read becomes one sentence in ``problems``; the rest opens.
 """
 
@@ -386,8 +387,11 @@ def _apply_csv(plan: _Plan, root: Path) -> None:
         row = rows.get(rel) or rows.get(item.image.name)
         if not row:
             continue
-        if row.get("group"):
-            item.tags["group"] = row["group"]
+        # a patient's images belong together when data is held out: without a group column,
+        # HC18's "subject" (or a "patient" column) is the group
+        group = row.get("group") or row.get("subject") or row.get("patient")
+        if group:
+            item.tags["group"] = group
         if row.get("class") and "class" not in item.tags:
             item.tags["class"] = row["class"]
         mm = row.get("pixel_mm") or row.get("pixel size(mm)") or row.get("pixel_size_mm")
