@@ -142,7 +142,9 @@ class ImagePane(QWidget):
         top = 0
         if self.caption:
             p.setPen(pal.windowText().color())
-            p.drawText(0, 0, self.width(), fm.height(), Qt.AlignmentFlag.AlignCenter, self.caption)
+            # a narrow pane shortens the caption with "…" instead of cutting it off at both ends
+            text = fm.elidedText(self.caption, Qt.TextElideMode.ElideRight, max(0, self.width() - 4))
+            p.drawText(0, 0, self.width(), fm.height(), Qt.AlignmentFlag.AlignCenter, text)
             top = fm.height() + 2
         area = QRectF(0, top, self.width(), max(1, self.height() - top))
         p.fillRect(area, QColor(16, 16, 16))
@@ -538,6 +540,7 @@ class GalleryWidget(QWidget):
         self.generated_pane.set_image(
             pics.outlined if self._outline else np.asarray(item.result.image, np.uint8))
         self.generated_pane.caption = f"Generated · seed {item.seed}"
+        self.generated_pane.setToolTip(self.generated_pane.caption)
         self.generated_pane.update()
         self.labels_pane.set_image(pics.labels_rgb)
 
