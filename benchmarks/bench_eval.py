@@ -8,7 +8,7 @@ split, realism AUC, FID/KID beside real-vs-real at the same N, mask fidelity, sp
 statistics. References measured in the same run: the real-only arm (for Dice) and two real
 halves (for FID). Also times one U-Net step and the generator per image (median of runs).
 
-    .venv/bin/python benchmarks/bench_eval.py [--size 64] [--epochs 20] [--out DIR]
+    .venv/bin/python benchmarks/bench_eval.py [--dataset busi|hc18] [--size 64] [--epochs 20] [--out DIR]
         [--backend speckle] [--synthetic DATASET] [--write-dev-split FILE] [--threads 2]
 """
 
@@ -34,7 +34,32 @@ from usgen_desktop.evaluation import EvalConfig, evaluate  # noqa: E402
 from usgen_desktop.evaluation.prepare import doc_group, group_split  # noqa: E402
 from usgen_desktop.io import open_dataset  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "busi"
+SHARED = REPO.parent / "shared" / "data"
+DATA = SHARED / "busi"
+
+
+def hc18_with_sector(docs: list[Document]) -> list[Document]:
+    """Copies of HC18 documents whose label maps carry the image's fan as the sector label
+    (head clipped to it), as the HC18 model was trained (scripts/train_default.py)."""
+    from usgen_desktop.core.sector import apply_sector, detect_sector
+
+    out = []
+    for d in docs:
+        fit = detect_sector(d.image.to_uint8(), d.schema.probe)
+        out.append(Document(labels=apply_sector(d.labels, fit.mask, d.schema.sector_id),
+                            schema=d.schema, image=d.image, name=d.name, tags=dict(d.tags),
+                            parent=d.uid))
+    return out
+
+
+def head_only(docs: list[Document], sector_id: int) -> list[Document]:
+    """The sector label folded into background, so every Dice is about the head alone."""
+    from usgen_desktop.core.labels import LabelMap
+
+    for d in docs:
+        lab = d.labels.data
+        d.labels = LabelMap(np.where(lab == sector_id, 0, lab).astype(lab.dtype))
+    return docs
 
 
 def code_version() -> str:
@@ -192,7 +217,10 @@ def realism_sensitivity(real: list[Document], args: argparse.Namespace) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--dataset", choices=["busi", "hc18"], default="busi",
+                    help="hc18: the generator gets label maps with the detected fan (as the HC18 "
+                    "model was trained); every Dice is on the head (sector = background)")
+    ap.add_argument("--data", default=None, help="default: ../shared/data/<dataset>")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--realism-epochs", type=int, default=8)
@@ -233,22 +261,24 @@ def main() -> int:
         import torch
 
         torch.set_num_threads(args.threads)  # before any timing, so every figure uses it
-    data = Path(args.data)
+    data = Path(args.data) if args.data else SHARED / args.dataset
     if not data.exists():
-        print(f"skipped: {data} not found (the shared BUSI data is not on this machine)")
+        print(f"skipped: {data} not found (the shared data is not on this machine)")
         return 0
     t0 = time.perf_counter()
     real = open_dataset(data).documents
     t_open = time.perf_counter() - t0
     groups = [doc_group(d) for d in real]
+    # the split scripts/train_default.py held out: by class for BUSI, none for HC18
     train_idx, test_idx = group_split(groups, 0.2, args.seed,
-                                      strata=[d.tags.get("class") for d in real])
+                                      strata=None if args.dataset == "hc18"
+                                      else [d.tags.get("class") for d in real])
     dev = [real[i].name for i in test_idx]
     if args.write_dev_split:
         Path(args.write_dev_split).write_text(
             "# BUSI dev split: 20 % of near-duplicate groups within each class, seed "
             f"{args.seed} (usgen_desktop.evaluation.prepare.group_split)\n" + "\n".join(dev) + "\n")
-    print(f"BUSI: {len(real)} images, {len(set(groups))} groups; train {len(train_idx)}, "
+    print(f"{args.dataset.upper()}: {len(real)} images, {len(set(groups))} groups; train {len(train_idx)}, "
           f"dev {len(test_idx)} ({len({groups[i] for i in test_idx})} groups); open {t_open:.1f} s")
     train_docs = [real[i] for i in train_idx]
 
@@ -279,9 +309,12 @@ def main() -> int:
     else:
         try:
             t0 = time.perf_counter()
-            synthetic, gen_seconds = generate(train_docs, args.backend, args.seed, args.gen_size,
+            sources = hc18_with_sector(train_docs) if args.dataset == "hc18" else train_docs
+            synthetic, gen_seconds = generate(sources, args.backend, args.seed, args.gen_size,
                                               args.model_dir, args.gen_steps,
                                               args.gen_guidance)
+            if args.dataset == "hc18":
+                synthetic = head_only(synthetic, real[0].schema.sector_id)
             print(f"generated {len(synthetic)} with '{args.backend}' in "
                   f"{time.perf_counter() - t0:.0f} s, median {statistics.median(gen_seconds):.3f} s/image")
         except (ImportError, ModuleNotFoundError) as exc:

@@ -89,6 +89,16 @@ def test_unknown_class_is_a_user_error(model_dir):
     assert run(req(model_dir, classes=[None]))[0].image.shape == (40, 48)
 
 
+def test_a_model_without_classes_ignores_an_image_class():
+    """HC18 images carry their folder's class ("head"); a model trained without classes
+    generates them unconditioned, exactly as with no class at all."""
+    from usgen_desktop.synthesis.backends.sdm import SdmConfig
+
+    cfg = SdmConfig(size=(32, 32), schema=load_preset("hc18"), classes=[])
+    assert cfg.class_index("head") == cfg.class_index(None) == cfg.null_class
+    assert tiny_config().class_index("benign") == 1
+
+
 def test_save_load_reproduces_outputs(model_dir, tmp_path):
     from usgen_desktop.synthesis.backends.sdm import (
         load_unet,

@@ -72,7 +72,9 @@ class SdmConfig:
         return len(self.classes) + 1
 
     def class_index(self, klass: str | None) -> int:
-        if klass is None or klass == "":
+        # a model trained without classes has nothing to condition on: an image's own class
+        # tag (HC18's folder name "head", say) is ignored rather than refused
+        if klass is None or klass == "" or not self.classes:
             return self.null_class
         if klass not in self.classes:
             known = ", ".join(self.classes) if self.classes else "none"
