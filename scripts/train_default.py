@@ -79,9 +79,11 @@ def write_split(folder: Path, docs, train_idx, dev_idx, seed: int, dataset: str 
 
 
 def draw_grid(data: Path, model_dir: Path, png: Path, seed: int, steps: int, per_class: int = 3,
-              guidance: float = 1.0, dataset: str = "busi") -> int:
-    """Rows = classes; each row holds ``per_class`` dev images, real then generated from the
-    real image's own label map (lesion outline drawn in red on the generated one)."""
+              guidance: float = 1.0, dataset: str = "busi", with_real: bool = False) -> int:
+    """Rows = classes; each row holds ``per_class`` dev label maps: the image generated from
+    it, then the same image with the lesion / head outline in red (HC18: the fan in blue).
+    ``with_real`` puts the real dev image first instead: such a grid holds pixels of the
+    shared data and must stay outside the repository (its README forbids committing them)."""
     import cv2
     import numpy as np
 
@@ -106,18 +108,26 @@ def draw_grid(data: Path, model_dir: Path, png: Path, seed: int, steps: int, per
         n += len(res)
         cells = []
         for i, r in zip(pick, res, strict=True):
-            real = docs[i].image.to_uint8()
-            real = cv2.resize(real if real.ndim == 2 else real[..., 0], (128, 128),
-                              interpolation=cv2.INTER_AREA)
-            fake = cv2.cvtColor(r.image, cv2.COLOR_GRAY2BGR)
-            cnts, _ = cv2.findContours((r.label_map.data == 1).astype(np.uint8),
-                                       cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-            cv2.drawContours(fake, cnts, -1, (0, 0, 255), 1)
-            cells += [cv2.cvtColor(real, cv2.COLOR_GRAY2BGR), fake,
-                      np.full((128, 4, 3), 255, np.uint8)]
+            plain = cv2.cvtColor(r.image, cv2.COLOR_GRAY2BGR)
+            fake = plain.copy()
+            for ids, colour in (((1,), (0, 0, 255)), ((1, 2), (255, 140, 0))):
+                if dataset != "hc18" and ids != (1,):
+                    continue
+                cnts, _ = cv2.findContours(np.isin(r.label_map.data, ids).astype(np.uint8),
+                                           cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+                cv2.drawContours(fake, cnts, -1, colour, 1)
+            first = plain
+            if with_real:
+                real = docs[i].image.to_uint8()
+                real = cv2.resize(real if real.ndim == 2 else real[..., 0], (128, 128),
+                                  interpolation=cv2.INTER_AREA)
+                first = cv2.cvtColor(real, cv2.COLOR_GRAY2BGR)
+            cells += [first, fake, np.full((128, 4, 3), 255, np.uint8)]
         row = np.concatenate(cells, axis=1)
         label = np.full((18, row.shape[1], 3), 255, np.uint8)
-        cv2.putText(label, f"{klass or dataset.upper()}: real | generated (dev split, {steps} DPM++ steps, guidance {guidance:g})", (4, 13),
+        what = "real | generated" if with_real else "generated | with its label outline"
+        cv2.putText(label, f"{klass or dataset.upper()}: {what} (dev label maps, {steps} "
+                    f"DPM++ steps, guidance {guidance:g})", (4, 13),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         rows += [label, row]
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +163,8 @@ def main() -> int:
     ap.add_argument("--model-dir", default=str(ROOT / "models" / "sdm-default"))
     ap.add_argument("--grid-steps", type=int, default=25)
     ap.add_argument("--grid-guidance", type=float, default=1.0)
+    ap.add_argument("--with-real", action="store_true",
+                    help="grid: real dev image beside each generated one (keep it out of the repo)")
     ap.add_argument("--recommend-guidance", type=float, default=3.0,
                     help="written into the exported model as its recommended guidance")
     args = ap.parse_args()
@@ -168,7 +180,8 @@ def main() -> int:
     out = Path(args.out)
     if args.grid:
         return draw_grid(data, Path(args.model_dir), Path(args.grid), args.seed, args.grid_steps,
-                         guidance=args.grid_guidance, dataset=args.dataset)
+                         guidance=args.grid_guidance, dataset=args.dataset,
+                         with_real=args.with_real)
     if args.export:
         from usgen_desktop.synthesis.training.sdm import export_checkpoint, latest_checkpoint
 
