@@ -12,6 +12,7 @@ import importlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -218,6 +219,49 @@ def model_recommendations(model_dir: str | None) -> dict[str, Any]:
         return {}
     rec = data.get("recommended") if isinstance(data, dict) else None
     return dict(rec) if isinstance(rec, dict) else {}
+
+
+SHIPPED_WEIGHTS = ("unet", "diffusion_pytorch_model.safetensors")
+SHIPPED_DEFAULT = "sdm-default"
+
+
+def shipped_model_for(schema: LabelSchema | None) -> Path | None:
+    """The shipped ``sdm`` model (a folder under ``paths.models_dir()``) made for ``schema``:
+    its ``usgen_model.json`` has kind "sdm", the same schema name and the same label ids, and
+    its UNet weights are there. ``sdm-default`` wins when several match; None when none does
+    (no models folder, a broken description or missing weights never raise). Reads JSON and
+    file names only (no torch), so the GUI thread may call it."""
+    import json
+
+    from usgen_desktop.paths import models_dir
+
+    if schema is None:
+        return None
+    try:
+        folders = sorted(p for p in models_dir().iterdir() if p.is_dir())
+    except OSError:
+        return None
+    folders.sort(key=lambda p: p.name != SHIPPED_DEFAULT)  # stable: the default, then by name
+    want = sorted(schema.ids)
+    for folder in folders:
+        try:
+            data = json.loads((folder / "usgen_model.json").read_text("utf-8"))
+            if not isinstance(data, dict) or data.get("kind") != "sdm":
+                continue
+            desc = data.get("schema")
+            if not isinstance(desc, dict) or desc.get("name") != schema.name:
+                continue
+            ids = data.get("label_ids")
+            if ids is None:
+                ids = [lab["id"] for lab in desc.get("labels", [])]
+            if sorted(int(i) for i in ids) != want:
+                continue
+            if not folder.joinpath(*SHIPPED_WEIGHTS).is_file():
+                continue
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            continue  # a broken model folder is no match; the next one may be
+        return folder
+    return None
 
 
 def hash_folder(files: Sequence[str | bytes]) -> str:
