@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_speckle.py              # speed at 256² and 512²
     .venv/bin/python benchmarks/bench_speckle.py --pymust     # + one SIMUS image (~30 s+)
-    .venv/bin/python benchmarks/bench_speckle.py --pictures   # docs/images/speckle_*.png
+    .venv/bin/python benchmarks/bench_speckle.py --pictures   # docs/images/speckle_{busi,hc18}.png
 
 Speed: median of several runs of ``backend.generate`` (a BUSI lesion map, and an HC18-like fan
 map, which adds scan conversion). pymust: the same lesion map as an echogenicity image turned
@@ -10,7 +10,9 @@ into scatterers (``genscat``), one plane-wave transmit (``txdelay(param, 0)``) o
 linear array, ``simus`` RF, ``rf2iq``, delay-and-sum (``dasmtx``), ``bmode``: one image, timed
 end to end, and the ratio to the speckle backend measured in the same run. Pictures: one BUSI
 and one HC18 label map from ``../shared/data`` (skipped when it is missing), the real image
-next to the simulated one.
+next to the simulated one. Those two PNGs contain images from the shared data: they must stay
+outside the repository (move them to /tmp; never commit them). The committed
+``docs/images/speckle_demo_*.png`` show the demo's synthetic label maps instead.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The sector found on 20 HC18 and 20 BUSI images, drawn over each image in one grid PNG.
 
-    .venv/bin/python benchmarks/sector_picture.py [--out docs/images/sectors.png] [--big DIR]
+    .venv/bin/python benchmarks/sector_picture.py --out /tmp/sectors.png [--big DIR]
 
 Reads ``../shared/data`` (relative to the repository) and skips cleanly when it is missing.
+The picture shows images from the shared data, so it must stay outside the repository: pass
+``--out`` to a path outside it (the default, ``docs/images/sectors.png``, must never be committed).
 Each cell is numbered (H1-H20, B1-B20) and says the fitted kind and confidence, so a reader can
 say which fits they would correct by hand. ``--big DIR`` also writes one full-size overlay per
 image, for looking closely.
