@@ -1,4 +1,5 @@
-"""`usgen generate` end to end on small label maps made in the test (speckle backend)."""
+"""`usgen generate` end to end on small label maps made in the test (speckle backend; the
+default ``--backend auto`` is tested on tiny models made in the test, never the shipped one)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,10 @@ def _manifest(folder: Path) -> list[dict]:
 
 
 def _gen(*args: str) -> int:
-    return main(["generate", "--no-progress", *args])
+    """``usgen generate`` with the speckle simulator unless the test names a backend: the
+    default (auto) would run the shipped diffusion model on BUSI label maps, which is slow."""
+    backend = [] if "--backend" in args else ["--backend", "speckle"]
+    return main(["generate", "--no-progress", *backend, *args])
 
 
 def test_generates_pairs_with_provenance(tmp_path):
@@ -264,3 +268,61 @@ def test_shipped_demo_dataset_opens_with_its_schemas_and_classes():
     assert hc.schema.name == "hc18"
     for d in hc.documents:
         assert set(d.labels.ids()) == {0, 1, 2}  # outside, head, fan
+
+
+# -- --backend auto (the default) -------------------------------------------------------------
+def _auto(*args: str) -> int:
+    return main(["generate", "--no-progress", *args])
+
+
+def test_demo_by_default_uses_the_shipped_model_for_busi_and_speckle_for_hc18(
+        tmp_path, capsys, monkeypatch):
+    from tests.unit.test_shipped_model import write_model
+    from usgen_desktop.paths import resources_dir
+
+    models = tmp_path / "models"
+    tiny = write_model(models / "sdm-default", "busi", real=True)
+    monkeypatch.setenv("USGEN_MODELS", str(models))
+    out = tmp_path / "demo"
+    assert _auto("--demo", "--steps", "2", "--device", "cpu", "--out", str(out)) == 0
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if "--backend" in x]
+    assert len(lines) == 2  # one line per dataset: what it chose and how to choose the other
+    assert str(tiny) in lines[0] and "--backend speckle" in lines[0]
+    assert "speckle simulator" in lines[1] and "hc18" in lines[1]
+    busi, hc18 = _manifest(out / "busi"), _manifest(out / "hc18")
+    assert len(busi) == len(list((resources_dir() / "demo" / "masks").glob("*.png"))) > 0
+    assert {r["provenance"]["backend"] for r in busi} == {"sdm"}
+    assert {r["provenance"]["model_dir"] for r in busi} == {str(tiny)}
+    assert {r["provenance"]["backend"] for r in hc18} == {"speckle"}
+    # the run file records the backend actually used, so a resume compares like with like
+    run_busi = json.loads((out / "busi" / "generate.json").read_text())
+    run_hc18 = json.loads((out / "hc18" / "generate.json").read_text())
+    assert (run_busi["backend"], run_busi["model_dir"]) == ("sdm", str(tiny))
+    assert (run_hc18["backend"], run_hc18["model_dir"], run_hc18["steps"]) == ("speckle", None, 2)
+    assert run_hc18["guidance"] == 1.0  # not the busi model's choice carried over
+    # the same run named explicitly resumes it (nothing left to do)
+    assert _gen("--masks", str(resources_dir() / "demo"), "--backend", "sdm", "--steps", "2",
+                "--device", "cpu", "--out", str(out / "busi")) == 0
+    assert "nothing to do" in capsys.readouterr().err
+
+
+def test_auto_is_speckle_without_a_model_for_the_schema_and_sdm_with_model(
+        tmp_path, capsys, monkeypatch):
+    from tests.unit.test_shipped_model import write_model
+
+    models = tmp_path / "models"
+    write_model(models / "sdm-hc18", "hc18")  # another schema's model: no match for busi
+    monkeypatch.setenv("USGEN_MODELS", str(models))
+    ds = _dataset(tmp_path / "ds", n=1)
+    out = tmp_path / "out"
+    assert _auto("--masks", str(ds), "--out", str(out)) == 0
+    assert "speckle simulator" in capsys.readouterr().err
+    assert _manifest(out)[0]["provenance"]["backend"] == "speckle"
+    # --model means sdm when the backend is left on auto
+    mine = write_model(tmp_path / "mine", "busi", real=True)
+    out2 = tmp_path / "out2"
+    assert _auto("--masks", str(ds), "--model", str(mine), "--steps", "2", "--device", "cpu",
+                 "--out", str(out2)) == 0
+    prov = _manifest(out2)[0]["provenance"]
+    assert prov["backend"] == "sdm" and prov["model_dir"] == str(mine)

@@ -25,6 +25,7 @@ from typing import Any
 RUN_FILE = "generate.json"  # what the run in this folder is, so a resume cannot mix two runs
 MANIFEST = "manifest.jsonl"
 FORMATS = ("folder", "nnunet")
+AUTO = "auto"  # --backend default: the shipped model for the dataset's schema, else speckle
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,15 +33,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "generate",
         help="generate synthetic images for the label maps of a dataset",
         description="Generate K synthetic images per label map with a backend (speckle needs "
-        "no model), writing image/mask pairs and manifest.jsonl. Shards (--shard I/N take the "
-        "items i with i % N == I-1) are independent; a run started again resumes.",
+        "no model; auto, the default, uses the shipped diffusion model made for the dataset's "
+        "label schema when there is one, else speckle), writing image/mask pairs and "
+        "manifest.jsonl. Shards (--shard I/N take the items i with i % N == I-1) are "
+        "independent; a run started again resumes.",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--masks", metavar="DATASET", help="dataset folder with label maps")
     src.add_argument("--demo", action="store_true",
                      help="use the demo label maps shipped with USGen (BUSI + HC18)")
-    p.add_argument("--backend", default="speckle", help="speckle (default), sdm or controlnet")
-    p.add_argument("--model", metavar="DIR", help="model folder (sdm, controlnet)")
+    p.add_argument("--backend", default=AUTO,
+                   help="auto (default: the shipped sdm model for the dataset's label schema "
+                   "when there is one, else speckle), speckle, sdm or controlnet")
+    p.add_argument("--model", metavar="DIR",
+                   help="model folder (sdm, controlnet; with --backend auto it means sdm)")
     p.add_argument("--per-mask", type=int, default=1, metavar="K", help="images per label map")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="base seed (default 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -115,8 +121,9 @@ def run(args: argparse.Namespace) -> int:
     from usgen_desktop.errors import UsgenError
     from usgen_desktop.synthesis.request import BACKENDS
 
-    if args.backend not in BACKENDS:
-        raise UsgenError(f"Unknown backend '{args.backend}' (choose one of {', '.join(BACKENDS)}).")
+    if args.backend != AUTO and args.backend not in BACKENDS:
+        raise UsgenError(f"Unknown backend '{args.backend}' (choose one of {AUTO}, "
+                         f"{', '.join(BACKENDS)}).")
     if args.format not in FORMATS:
         raise UsgenError(f"Unknown format '{args.format}' (choose folder or nnunet).")
     if args.per_mask < 1:
@@ -158,8 +165,8 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
     schema = found.schema
     names = [d.name for d in docs]
     classes = [args.klass or d.tags.get("class") for d in docs]
-    model_dir = args.model
-    if args.backend == "sdm" and not model_dir:
+    backend, model_dir = choose_backend(args.backend, args.model, schema, masks)
+    if backend == "sdm" and not model_dir:
         from usgen_desktop.paths import models_dir
 
         default = models_dir() / "sdm-default"
@@ -169,15 +176,16 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
 
     from usgen_desktop.synthesis.request import model_recommendations
 
-    rec = model_recommendations(model_dir) if args.backend != "speckle" else {}
-    default_steps = 1 if args.backend == "speckle" else int(rec.get("steps", 25))
+    rec = model_recommendations(model_dir) if backend != "speckle" else {}
+    default_steps = 1 if backend == "speckle" else int(rec.get("steps", 25))
     steps = args.steps if args.steps is not None else default_steps
-    if args.guidance is None:  # recorded as used, so a resumed run compares like with like
-        args.guidance = float(rec.get("guidance", 1.0))
+    # recorded as used, so a resumed run compares like with like; per dataset, since --demo's
+    # two datasets may get different backends
+    guidance = args.guidance if args.guidance is not None else float(rec.get("guidance", 1.0))
     request = GenerationRequest(
-        label_maps=[d.labels for d in docs], schema=schema, backend=args.backend,
+        label_maps=[d.labels for d in docs], schema=schema, backend=backend,
         model_dir=model_dir, classes=classes, seed=args.seed, steps=steps,
-        guidance=args.guidance, size=size, count=args.per_mask, device=args.device,
+        guidance=guidance, size=size, count=args.per_mask, device=args.device,
         params=params,
     )
     request.validate()
@@ -186,9 +194,9 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
     target = dataset_folder(out, args.format, "USGenSynthetic", 501)
     # Everything that decides the images, but not the shard: shards share one folder.
     signature = {
-        "masks": str(masks.resolve()), "names": names, "backend": args.backend,
+        "masks": str(masks.resolve()), "names": names, "backend": backend,
         "model_dir": model_dir, "per_mask": args.per_mask, "seed": args.seed, "steps": steps,
-        "guidance": args.guidance, "size": list(size) if size else None, "classes": classes,
+        "guidance": guidance, "size": list(size) if size else None, "classes": classes,
         "params": params, "format": args.format,
     }
     _claim_folder(target, signature)
@@ -248,6 +256,29 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
     print(f"usgen: wrote {written} pairs to '{target}' ({len(done)} were already there).",
           file=sys.stderr)
     return written
+
+
+def choose_backend(backend: str, model: str | None, schema: Any,
+                   masks: Path) -> tuple[str, str | None]:
+    """(backend, model folder) for one dataset. ``auto``: sdm with ``model`` when given, else
+    sdm with the shipped model made for ``schema`` when there is one, else speckle (one line
+    on stderr says which, and how to choose the other). Any other backend is kept as given."""
+    if backend != AUTO:
+        return backend, model
+    if model:
+        return "sdm", model
+    from usgen_desktop.synthesis.request import shipped_model_for
+
+    shipped = shipped_model_for(schema)
+    if shipped is not None:
+        print(f"usgen: {masks.name}: using the shipped diffusion model '{shipped}' made for the "
+              f"'{schema.name}' labels; --backend speckle uses the simulator instead.",
+              file=sys.stderr)
+        return "sdm", str(shipped)
+    print(f"usgen: {masks.name}: no shipped model is made for the '{schema.name}' labels, so "
+          "the speckle simulator (needs no model); --backend sdm --model DIR uses a model of "
+          "your own.", file=sys.stderr)
+    return "speckle", None
 
 
 def _claim_folder(target: Path, signature: dict[str, Any], write: bool = False) -> None:

@@ -1,0 +1,119 @@
+"""``shipped_model_for(schema)``: which shipped sdm model (if any) is made for a label schema.
+
+``write_model`` makes model folders for these tests and the CLI/GUI ones: by default only the
+description and an empty weights file (enough to be found, no torch), with ``real`` a tiny
+random UNet that samples in milliseconds (never the shipped model, ~1.5 s an image)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from usgen_desktop.core.labels import load_preset
+from usgen_desktop.synthesis.request import shipped_model_for
+
+TINY = dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+            attention_head_dim=4)
+
+
+def write_model(folder: Path, schema: str, real: bool = False,
+                recommended: dict | None = None) -> Path:
+    """An sdm model folder for the preset ``schema`` at ``folder``; returns ``folder``."""
+    sch = load_preset(schema)
+    if real:
+        import torch
+
+        from usgen_desktop.synthesis.backends.sdm import SdmConfig, build_unet, save_model
+
+        torch.manual_seed(0)
+        cfg = SdmConfig(size=(32, 32), schema=sch, classes=list(sch.classes))
+        save_model(build_unet(cfg, **TINY), cfg, folder)
+    else:
+        (folder / "unet").mkdir(parents=True)
+        (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+        (folder / "usgen_model.json").write_text(json.dumps({
+            "kind": "sdm", "size": [32, 32], "schema": sch.to_dict(),
+            "classes": list(sch.classes), "label_ids": sorted(sch.ids)}))
+    if recommended is not None:
+        path = folder / "usgen_model.json"
+        data = json.loads(path.read_text())
+        data["recommended"] = recommended
+        path.write_text(json.dumps(data))
+    return folder
+
+
+@pytest.fixture
+def models(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "models"
+    root.mkdir()
+    monkeypatch.setenv("USGEN_MODELS", str(root))
+    return root
+
+
+def test_the_model_made_for_the_schema_is_found(models):
+    busi = write_model(models / "sdm-default", "busi")
+    hc18 = write_model(models / "sdm-hc18", "hc18")
+    assert shipped_model_for(load_preset("busi")) == busi
+    assert shipped_model_for(load_preset("hc18")) == hc18
+    assert shipped_model_for(load_preset("echo")) is None  # no model for it: speckle
+    assert shipped_model_for(None) is None
+
+
+def test_sdm_default_wins_when_several_match(models):
+    write_model(models / "a-busi", "busi")
+    assert shipped_model_for(load_preset("busi")) == models / "a-busi"
+    write_model(models / "sdm-default", "busi")
+    assert shipped_model_for(load_preset("busi")) == models / "sdm-default"
+
+
+def test_same_name_with_other_label_ids_is_no_match(models):
+    from dataclasses import replace
+
+    write_model(models / "sdm-default", "busi")
+    busi = load_preset("busi")
+    more = replace(busi, labels=(*busi.labels, replace(busi.labels[1], id=2)))
+    assert shipped_model_for(more) is None
+
+
+@pytest.mark.parametrize("damage", ["no weights", "broken json", "other kind", "not a dict",
+                                    "no schema", "bad label ids"])
+def test_a_broken_model_is_no_match_not_an_error(models, damage):
+    folder = write_model(models / "sdm-default", "busi")
+    desc = folder / "usgen_model.json"
+    data = json.loads(desc.read_text())
+    if damage == "no weights":
+        (folder / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    elif damage == "broken json":
+        desc.write_text('{"kind": "sdm", "schema": {')
+    elif damage == "other kind":
+        desc.write_text(json.dumps({**data, "kind": "controlnet"}))
+    elif damage == "not a dict":
+        desc.write_text("[1, 2]")
+    elif damage == "no schema":
+        desc.write_text(json.dumps({**data, "schema": "busi"}))
+    else:
+        desc.write_text(json.dumps({**data, "label_ids": ["x"]}))
+    assert shipped_model_for(load_preset("busi")) is None
+    # a good model beside the broken one is still found
+    good = write_model(models / "sdm-other", "busi")
+    assert shipped_model_for(load_preset("busi")) == good
+
+
+def test_no_models_folder_is_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("USGEN_MODELS", str(tmp_path / "nowhere"))
+    assert shipped_model_for(load_preset("busi")) is None
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("USGEN_MODELS", str(tmp_path / "file"))
+    assert shipped_model_for(load_preset("busi")) is None
+
+
+def test_the_real_shipped_default_matches_busi_when_installed(monkeypatch):
+    from usgen_desktop.paths import _install_root
+
+    monkeypatch.delenv("USGEN_MODELS", raising=False)
+    shipped = _install_root() / "models" / "sdm-default"
+    if not (shipped / "unet" / "diffusion_pytorch_model.safetensors").is_file():
+        pytest.skip("no shipped default model in this checkout")
+    assert shipped_model_for(load_preset("busi")) == shipped
