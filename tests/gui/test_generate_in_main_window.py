@@ -21,6 +21,7 @@ def main_window(qtbot, tmp_path, fake_backend):  # noqa: F811
     except ImportError:
         pytest.skip("the main window is not built")
     from tests.gui.test_generate_panel import lesion_doc
+    from usgen_desktop.gui.panels.generate import GeneratePanel
 
     project = Project.create(tmp_path / "proj", load_preset("busi"), name="t")
     project.add([lesion_doc("case1", "benign", 0)])
@@ -29,6 +30,9 @@ def main_window(qtbot, tmp_path, fake_backend):  # noqa: F811
     window.show_error = lambda msg: pytest.fail(f"error dialog: {msg}")
     qtbot.addWidget(window)
     window.show()
+    # these tests mean the simulator (a shipped model would make sdm the first choice)
+    panel = window.findChild(GeneratePanel)
+    panel.backend.setCurrentIndex(panel.backend.findData("speckle"))
     return window
 
 

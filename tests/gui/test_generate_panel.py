@@ -449,7 +449,8 @@ def test_real_speckle_backend_through_the_panel(qtbot):
     window = make_window([doc])
     qtbot.addWidget(window)
     panel = generate.install(window)
-    assert panel.backend_name == "speckle"  # the default: works with no model
+    # the simulator, picked as a user would (with a shipped model the panel starts on sdm)
+    panel.backend.setCurrentIndex(panel.backend.findData("speckle"))
     panel.count.setValue(2)
     panel.seed.setValue(7)
     panel.generate()
@@ -478,3 +479,120 @@ def test_switching_to_sdm_takes_the_models_recommended_guidance(qtbot, setup, tm
     panel._model_dirs["sdm"] = str(model)
     panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
     assert panel.guidance.value() == 3.0 and panel.steps.value() == 12
+
+
+# -- the first choice: the shipped model for the document's schema, else speckle ---------------
+def hc18_doc(name="head1"):
+    schema = load_preset("hc18")
+    data = np.zeros((48, 64), np.uint8)
+    data[8:40, 8:56] = 1
+    data[18:30, 20:44] = 2
+    return Document(labels=LabelMap(data), schema=schema, name=name)
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """A models folder with a shipped BUSI model (recommending 3.0 / 12 steps); returns it."""
+    from tests.unit.test_shipped_model import write_model
+
+    root = tmp_path / "models"
+    write_model(root / "sdm-default", "busi", recommended={"guidance": 3.0, "steps": 12})
+    monkeypatch.setenv("USGEN_MODELS", str(root))
+    return root
+
+
+def panel_for(qtbot, docs, settings=None):
+    from usgen_desktop.gui.panels import generate
+
+    window = make_window(docs)
+    if settings is not None:
+        window.settings = settings
+    qtbot.addWidget(window)
+    return window, generate.install(window)
+
+
+def open_doc(window, doc):
+    window._current = doc
+    window.currentDocumentChanged.emit(doc)
+
+
+def test_first_start_uses_the_shipped_model_with_its_recommendations(qtbot, shipped):
+    window, panel = panel_for(qtbot, [lesion_doc()])
+    assert panel.backend_name == "sdm"
+    assert panel.model_dir.text() == str(shipped / "sdm-default")
+    assert panel.guidance.value() == 3.0 and panel.steps.value() == 12
+
+
+def test_first_start_without_a_model_for_the_schema_is_speckle(qtbot, shipped):
+    window, panel = panel_for(qtbot, [hc18_doc()])
+    assert panel.backend_name == "speckle"
+    (shipped / "sdm-default" / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    window, panel = panel_for(qtbot, [lesion_doc()])  # a model without weights: none either
+    assert panel.backend_name == "speckle"
+
+
+def test_another_schema_switches_the_shipped_model_or_to_speckle(qtbot, shipped):
+    from tests.unit.test_shipped_model import write_model
+
+    busi, head = lesion_doc(), hc18_doc()
+    window, panel = panel_for(qtbot, [busi, head])
+    assert panel.backend_name == "sdm"
+    open_doc(window, head)  # no HC18 model: the simulator
+    assert panel.backend_name == "speckle"
+    open_doc(window, busi)
+    assert (panel.backend_name, panel.model_dir.text()) == ("sdm", str(shipped / "sdm-default"))
+    hc18 = write_model(shipped / "sdm-hc18", "hc18", recommended={"guidance": 2.0, "steps": 9})
+    open_doc(window, head)  # now there is one: its own model and settings
+    assert (panel.backend_name, panel.model_dir.text()) == ("sdm", str(hc18))
+    assert panel.guidance.value() == 2.0 and panel.steps.value() == 9
+
+
+def test_a_model_or_backend_the_user_picked_is_never_overridden(qtbot, shipped, tmp_path):
+    from tests.unit.test_shipped_model import write_model
+
+    busi, head = lesion_doc(), hc18_doc()
+    mine = write_model(tmp_path / "mine", "busi")
+    window, panel = panel_for(qtbot, [busi, head])
+    qtbot.keyClicks(panel.model_dir, "x")  # typed by the user
+    panel.model_dir.setText(str(mine))
+    open_doc(window, head)
+    assert (panel.backend_name, panel.model_dir.text()) == ("sdm", str(mine))
+    # a backend picked by hand stays too
+    window, panel = panel_for(qtbot, [busi, head])
+    panel.backend.setCurrentIndex(panel.backend.findData("speckle"))
+    open_doc(window, head)
+    open_doc(window, busi)
+    assert panel.backend_name == "speckle"
+
+
+def test_saved_settings_are_the_users_choice(qtbot, shipped, fake_backend, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    window, panel = panel_for(qtbot, [lesion_doc()], settings)
+    panel.backend.setCurrentIndex(panel.backend.findData("speckle"))
+    panel.count.setValue(1)
+    panel.generate()
+    qtbot.waitUntil(lambda: not panel.running, timeout=10_000)
+    window, panel = panel_for(qtbot, [lesion_doc()], settings)
+    assert panel.backend_name == "speckle"  # saved by hand: no shipped model overrides it
+
+
+def test_an_automatic_choice_stays_automatic_after_a_restart(qtbot, shipped, fake_backend,
+                                                              tmp_path):
+    from PySide6.QtCore import QSettings
+
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    window, panel = panel_for(qtbot, [lesion_doc()], settings)
+    panel.steps.setValue(5)
+    panel.count.setValue(1)
+    panel.generate()
+    qtbot.waitUntil(lambda: not panel.running, timeout=10_000)
+    assert fake_backend["loaded"][-1].model_dir == str(shipped / "sdm-default")
+    assert not settings.value("generate/model_dir/sdm")  # not remembered as the user's folder
+    head = hc18_doc()
+    window, panel = panel_for(qtbot, [lesion_doc(), head], settings)
+    assert (panel.backend_name, panel.model_dir.text()) == ("sdm", str(shipped / "sdm-default"))
+    assert panel.steps.value() == 5  # the same model as last time: its saved settings stay
+    open_doc(window, head)
+    assert panel.backend_name == "speckle"  # still the panel's choice, so it follows the schema

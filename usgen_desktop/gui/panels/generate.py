@@ -57,11 +57,16 @@ NO_CLASS = "(no class)"
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 
 
-def default_model_dir(backend: str) -> str:
-    """The folder a backend uses when the user picks none: sdm's shipped default model."""
+def default_model_dir(backend: str, schema: LabelSchema | None = None) -> str:
+    """The folder a backend uses when the user picks none: for sdm the shipped model made for
+    ``schema`` when there is one, else the shipped default model."""
     if backend == "sdm":
         from usgen_desktop.paths import models_dir
+        from usgen_desktop.synthesis.request import shipped_model_for
 
+        shipped = shipped_model_for(schema)
+        if shipped is not None:
+            return str(shipped)
         folder = models_dir() / "sdm-default"
         if folder.exists():
             return str(folder)
@@ -135,6 +140,13 @@ class GeneratePanel(QWidget):
         self._last_request: Any = None
         self._last_exception: BaseException | None = None
         self._model_dirs: dict[str, str] = {}
+        # Backend and model chosen by the panel, not the user: the shipped sdm model made for
+        # the current document's schema, else speckle. Any choice of the user's (restored
+        # settings, the backend combo, the model field) ends it; it is never overridden.
+        self._auto = False
+        self._auto_choice: tuple[str, str] | None = None  # (backend, model) the panel chose
+        self._auto_schema: tuple | None = None  # the schema the auto choice was made for
+        self._applying = False  # the panel itself is changing the form, not the user
         self.ask = self._ask_user  # replaced in tests
 
         self.backend = QComboBox()
@@ -145,6 +157,7 @@ class GeneratePanel(QWidget):
         self.model_button.setText("…")
         self.model_button.setToolTip("Choose the model folder")
         self.model_button.clicked.connect(self._pick_model)
+        self.model_dir.textEdited.connect(self._model_typed)
         model_row = tight_row(self.model_dir, self.model_button)
 
         self.klass = QComboBox()
@@ -270,10 +283,18 @@ class GeneratePanel(QWidget):
 
         sig = getattr(window, "currentDocumentChanged", None)
         if sig is not None:
-            sig.connect(lambda _doc: self.refresh_classes())
-        self._restore_settings()
-        self._backend_changed()
+            sig.connect(self._document_changed)
+        self._applying = True
+        try:
+            auto_model = self._restore_settings()
+            self._backend_changed()
+            if auto_model:
+                self.model_dir.setText(auto_model)
+            self._auto_choice = self._choice()
+        finally:
+            self._applying = False
         self.refresh_classes()
+        self._choose_automatically()
 
     # -- form -----------------------------------------------------------------------------
     @property
@@ -284,9 +305,11 @@ class GeneratePanel(QWidget):
         self.seed.setValue(random.randrange(0, 2**31 - 1))
 
     def _pick_model(self) -> None:
-        start = self.model_dir.text() or default_model_dir("sdm") or str(Path.home())
+        start = (self.model_dir.text() or default_model_dir("sdm", self._schema())
+                 or str(Path.home()))
         folder = QFileDialog.getExistingDirectory(self, "Choose the model folder", start)
         if folder:
+            self._auto = False  # the user's own model from now on
             self.model_dir.setText(folder)
             if self.backend_name == "sdm":
                 self._apply_recommendations()
@@ -302,17 +325,67 @@ class GeneratePanel(QWidget):
         if "steps" in rec:
             self.steps.setValue(int(rec["steps"]))
 
+    def _model_typed(self, _text: str) -> None:
+        self._auto = False  # typed by the user: theirs from now on
+
+    def _choice(self, backend: str | None = None) -> tuple[str, str]:
+        backend = backend or self.backend_name
+        return backend, (self.model_dir.text().strip() if backend != "speckle" else "")
+
+    def _still_auto(self) -> bool:
+        """Whether the form still shows the panel's own choice (a backend or folder set by
+        anyone else, even in code, is the user's)."""
+        if self._auto and self._choice() != self._auto_choice:
+            self._auto = False
+        return self._auto
+
+    def _document_changed(self, _doc: Any) -> None:
+        self.refresh_classes()
+        self._choose_automatically()
+
+    def _choose_automatically(self) -> None:
+        """While the panel (not the user) chooses: sdm with the shipped model made for the
+        current document's schema and that model's recommended steps and guidance, else the
+        speckle simulator. Checked again when the document's schema changes."""
+        schema = self._schema()
+        if not self._still_auto() or schema is None:
+            return
+        key = (schema.name, tuple(sorted(schema.ids)))
+        if key == self._auto_schema:
+            return
+        self._auto_schema = key
+        from usgen_desktop.synthesis.request import shipped_model_for
+
+        shipped = shipped_model_for(schema)
+        backend, model = ("sdm", str(shipped)) if shipped is not None else ("speckle", "")
+        if backend == self.backend_name and (backend != "sdm" or model == self.model_dir.text()):
+            return  # e.g. the choice restored from last time: keep its steps and guidance
+        self._applying = True
+        try:
+            self.backend.setCurrentIndex(self.backend.findData(backend))
+            if backend == "sdm":
+                self.model_dir.setText(model)
+                self._apply_recommendations()
+            self._auto_choice = self._choice()
+        finally:
+            self._applying = False
+
     def _backend_changed(self, *_: Any) -> None:
         name = self.backend_name
         prev = getattr(self, "_shown_backend", None)
-        if prev is not None and prev != name:
-            self._model_dirs[prev] = self.model_dir.text()
+        # the folder shown was the panel's choice, not one to remember as the user's
+        was_auto = self._auto and prev is not None and self._choice(prev) == self._auto_choice
+        if not self._applying:
+            self._auto = False  # the user picked a backend: never overridden from now on
+        if prev is not None and prev != name and not was_auto:
+            self._model_dirs[prev] = self.model_dir.text()  # an automatic choice is not kept
         self._shown_backend = name
         needs_model = name != "speckle"
         diffusion = name in ("sdm", "controlnet")
         self.model_dir.setEnabled(needs_model)
         self.model_button.setEnabled(needs_model)
-        self.model_dir.setText(self._model_dirs.get(name) or default_model_dir(name))
+        self.model_dir.setText(self._model_dirs.get(name)
+                               or default_model_dir(name, self._schema()))
         if name == "sdm" and prev is not None and prev != name:
             self._apply_recommendations()  # on a switch only: restored settings stay at start
         self.model_dir.setPlaceholderText(
@@ -597,17 +670,27 @@ class GeneratePanel(QWidget):
     def _settings(self) -> Any:
         return getattr(self.window_, "settings", None)
 
-    def _restore_settings(self) -> None:
+    def _restore_settings(self) -> str:
+        """Put the saved settings in the form; returns the model folder of a saved automatic
+        choice ("" when there is none), for the caller to show once the backend is set up."""
         s = self._settings()
+        self._auto = True  # no saved settings: the panel chooses until the user does
         if s is None:
-            return
+            return ""
         for name in BACKEND_LABELS:
             folder = str(s.value(f"generate/model_dir/{name}", "") or "")
             if folder:
                 self._model_dirs[name] = folder
-        i = self.backend.findData(str(s.value("generate/backend", "speckle")))
+        saved = s.value("generate/backend")
+        # no backend saved yet (first start): the panel chooses until the user does; a saved
+        # automatic choice goes on being automatic
+        self._auto = saved is None or str(s.value("generate/auto", "false")).lower() == "true"
+        i = self.backend.findData(str(saved or "speckle"))
         if i >= 0:
             self.backend.setCurrentIndex(i)
+        auto_model = ""
+        if self._auto and saved is not None and self.backend_name != "speckle":
+            auto_model = str(s.value("generate/auto_model", "") or "")
         for key, box, cast in (("count", self.count, int), ("steps", self.steps, int),
                                ("guidance", self.guidance, float),
                                ("strength", self.strength, float)):
@@ -620,13 +703,19 @@ class GeneratePanel(QWidget):
         dev = self.device.findText(str(s.value("generate/device", "auto")))
         if dev >= 0:
             self.device.setCurrentIndex(dev)
+        return auto_model
 
     def _save_settings(self) -> None:
         s = self._settings()
         if s is None:
             return
         s.setValue("generate/backend", self.backend_name)
-        s.setValue(f"generate/model_dir/{self.backend_name}", self.model_dir.text().strip())
+        auto = self._still_auto()
+        s.setValue("generate/auto", auto)
+        if auto:  # the panel's choice, not the user's folder for this backend
+            s.setValue("generate/auto_model", self.model_dir.text().strip())
+        else:
+            s.setValue(f"generate/model_dir/{self.backend_name}", self.model_dir.text().strip())
         s.setValue("generate/count", self.count.value())
         s.setValue("generate/steps", self.steps.value())
         s.setValue("generate/guidance", self.guidance.value())
