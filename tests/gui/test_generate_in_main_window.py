@@ -97,3 +97,32 @@ def test_escape_cancels_a_running_generation(qtbot, main_window, fake_backend): 
     assert handle.wait(5000)
     assert 1 <= len(panel.gallery.items) < 50
     qtbot.waitUntil(lambda: not panel.shortcut_cancel.isEnabled(), timeout=2000)
+
+
+def test_first_start_picks_the_shipped_model_for_the_opened_document(qtbot, tmp_path,
+                                                                     monkeypatch):
+    """Panels are installed before the project opens: the choice follows its first document."""
+    from tests.gui.test_generate_panel import hc18_doc, lesion_doc
+    from tests.unit.test_shipped_model import write_model
+    from usgen_desktop.core.labels import load_preset
+    from usgen_desktop.gui.main_window import MainWindow
+    from usgen_desktop.gui.panels.generate import GeneratePanel
+    from usgen_desktop.io.project import Project
+
+    models = tmp_path / "models"
+    write_model(models / "sdm-default", "busi", recommended={"guidance": 3.0, "steps": 25})
+    monkeypatch.setenv("USGEN_MODELS", str(models))
+    project = Project.create(tmp_path / "proj", load_preset("busi"), name="t")
+    project.add([lesion_doc("case1", "benign", 0)])
+    window = MainWindow(project)
+    window.ask_save_changes = lambda: "discard"
+    qtbot.addWidget(window)
+    panel = window.findChild(GeneratePanel)
+    assert panel.backend_name == "sdm"
+    assert panel.model_dir.text() == str(models / "sdm-default")
+    assert panel.guidance.value() == 3.0
+    # a project of another schema with no shipped model: the simulator
+    other = Project.create(tmp_path / "proj2", load_preset("hc18"), name="h")
+    other.add([hc18_doc()])
+    window.set_project(other)
+    assert panel.backend_name == "speckle"
