@@ -220,6 +220,21 @@ def test_progress_widget_shows_eta_and_cancels(qtbot):
     assert "Cancelled" in widget.message.text()
 
 
+def test_progress_widget_ends_full_with_done_and_stays(qtbot):
+    """A finished task leaves a full bar above "Done." (a later reset showed "0 %" there)."""
+    from usgen_desktop.gui.worker import TaskProgressWidget, run_task
+
+    widget = TaskProgressWidget()
+    qtbot.addWidget(widget)
+    handle = run_task(None, counting_task, 5, title="w")
+    widget.attach(handle)
+    with qtbot.waitSignal(handle.finished, timeout=5000):
+        pass
+    qtbot.waitUntil(lambda: widget.message.text() == "Done.", timeout=2000)
+    assert widget.bar.maximum() > 0 and widget.bar.value() == widget.bar.maximum()
+    assert not widget.cancel_button.isEnabled()
+
+
 def test_eta_estimator_and_format():
     from usgen_desktop.gui.worker import EtaEstimator, format_eta
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -495,12 +495,8 @@ class TaskProgressWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.cancel_button.setText("Cancel")
         self._handle = None
-        # leave the final message readable for a moment, then go quiet
-        QTimer.singleShot(4000, self._idle_if_free)
-
-    def _idle_if_free(self) -> None:
-        if self._handle is None:
-            self._idle()
+        # the bar and message stay as they ended (a full bar and "Done.") until the next task:
+        # resetting the bar a few seconds later left "0 %" above "Done."
 
     def _idle(self) -> None:
         self.bar.setRange(0, 1)
