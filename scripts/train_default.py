@@ -3,7 +3,7 @@ default) and ``models/sdm-hc18`` (HC18 fetal head with its sector, ``--dataset h
 
     .venv/bin/python scripts/train_default.py --out /work/ckpt/sdm-default-run [--resume]
     .venv/bin/python scripts/train_default.py --out /work/ckpt/sdm-default-run --export models/sdm-default
-    .venv/bin/python scripts/train_default.py --grid docs/images/sdm_grid.png --model-dir models/sdm-default
+    .venv/bin/python scripts/train_default.py --grid docs/images/sdm_grid_busi.png --model-dir models/sdm-default --grid-guidance 3
     .venv/bin/python scripts/train_default.py --dataset hc18 --out /work/ckpt/sdm-hc18-run [--resume]
 
 HC18: the label maps get the fan as label 2 (``detect_sector`` on each image, ``apply_sector``:
@@ -191,7 +191,7 @@ def main() -> int:
             return 1
         dest = export_checkpoint(ck, Path(args.export))
         meta = json.loads((dest / "usgen_model.json").read_text())
-        # judged by eye on the held-out grid (docs/images/sdm_grid*.png): guidance 3 draws the
+        # judged by eye on the held-out grid (train_default.py --grid): guidance 3 draws the
         # lesions dark and inside their outline, guidance 1 only hints at them
         meta["recommended"] = {"guidance": args.recommend_guidance, "steps": 25,
                                "sampler": "dpm++"}
