@@ -214,7 +214,7 @@ class GeneratePanel(QWidget):
         self.count.setToolTip("Images to generate for each label map")
         self.device = QComboBox()
         self.device.addItems(available_devices())
-        self.inpaint = QCheckBox("Keep the real image, change only the labelled region")
+        self.inpaint = QCheckBox("Only the labelled region")
         self.inpaint.setToolTip(
             "Inpainting: the image outside the labelled region (plus a margin) stays as it is, "
             "so a lesion painted onto a healthy scan appears with its exact mask")
