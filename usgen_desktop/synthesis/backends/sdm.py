@@ -374,7 +374,9 @@ class SdmBackend:
             unet, sub = load_unet(self.folder, prefer_ema)
             self._check(unet)
             try:
-                unet = unet.to(self.device, self.dtype).eval()
+                # torch's own Module.to: diffusers' override warns about "modules that should
+                # be kept in float32: []" on every load when a dtype is passed (0.42)
+                unet = torch.nn.Module.to(unet, self.device, self.dtype).eval()
             except Exception as exc:
                 if devices.is_oom(exc):
                     raise OutOfMemoryError(
