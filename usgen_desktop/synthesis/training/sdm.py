@@ -184,6 +184,7 @@ def export_checkpoint(ckpt: Path, dest: Path, use_ema: bool = True, info: dict |
     state = load_training_state(ckpt)
     cfg = SdmConfig.from_dict(state["model_config"])
     cfg.training = dict(cfg.training, **state.get("training_info", {}), steps_done=state["step"],
+                        seconds=round(float(state.get("seconds", 0.0)), 1),
                         weights="ema" if use_ema else "raw", **(info or {}))
     unet = build_unet(cfg, **state["arch"])
     unet.load_state_dict(load_file(str(Path(ckpt) / ("ema.safetensors" if use_ema
