@@ -117,3 +117,27 @@ def test_the_real_shipped_default_matches_busi_when_installed(monkeypatch):
     if not (shipped / "unet" / "diffusion_pytorch_model.safetensors").is_file():
         pytest.skip("no shipped default model in this checkout")
     assert shipped_model_for(load_preset("busi")) == shipped
+
+
+def test_a_sector_model_refuses_a_label_map_without_the_sector(tmp_path):
+    """The HC18 model learnt the fan as label 2: a map without it would come out as a head in
+    black, so generation stops with the fix in one sentence; with the fan it generates."""
+    import numpy as np
+
+    from usgen_desktop.core.labels import LabelMap
+    from usgen_desktop.errors import UsgenError
+    from usgen_desktop.synthesis.request import GenerationRequest, run
+
+    folder = write_model(tmp_path / "sdm-hc18", "hc18", real=True)
+    schema = load_preset("hc18")
+    head = np.zeros((32, 40), np.uint8)
+    head[10:20, 12:24] = 1
+    req = GenerationRequest([LabelMap(head)], schema, backend="sdm", model_dir=str(folder),
+                            steps=2, device="cpu")
+    with pytest.raises(UsgenError, match="no 'sector' region.*Detect sector"):
+        run(req)
+    fan = head.copy()
+    fan[(fan == 0) & (np.arange(40)[None, :] > 4)] = schema.sector_id
+    out = run(GenerationRequest([LabelMap(fan)], schema, backend="sdm", model_dir=str(folder),
+                                steps=2, device="cpu"))
+    assert out[0].image.shape == (32, 40)

@@ -491,10 +491,33 @@ def load(request: Any) -> SdmBackend:
             "No sdm model folder was given and the default model is not installed."
         )
     params = request.params or {}
-    return SdmBackend(
+    backend = SdmBackend(
         folder, device=request.device, prefer_ema=params.get("weights", "ema") != "raw",
         fp16=bool(params.get("fp16", True)),
     )
+    check_sector(backend.config, request.label_maps, getattr(request, "names", None))
+    return backend
+
+
+def check_sector(config: SdmConfig, label_maps: Sequence[LabelMap], names=None) -> None:
+    """A model trained on label maps that carry the probe's fan (HC18: label 2) draws every
+    pixel outside a labelled sector as the black outside of the fan; a map without any sector
+    pixel would come out as a head floating in black. Refuse it with the fix instead."""
+    sid = getattr(config.schema, "sector_id", None)
+    if sid is None or sid not in config.label_ids:
+        return
+    for i, lm in enumerate(label_maps):
+        data = lm.data if isinstance(lm, LabelMap) else np.asarray(lm)
+        if not (data == sid).any():
+            which = f"'{names[i]}'" if names and i < len(names) else f"label map {i + 1}"
+            found = config.schema.get(sid)
+            label = found.name if found is not None else f"label {sid}"
+            raise UsgenError(
+                f"{which} has no '{label}' region, and this sdm model draws everything "
+                "outside it as black; detect the probe's fan first (Tools > Detect sector, "
+                "then Apply sector to labels; or `usgen sector detect --labels-out`), or use "
+                "the speckle backend."
+            )
 
 
 # type of the per-step callback used by training to draw sample grids
