@@ -509,7 +509,8 @@ def check_sector(config: SdmConfig, label_maps: Sequence[LabelMap], names=None) 
     for i, lm in enumerate(label_maps):
         data = lm.data if isinstance(lm, LabelMap) else np.asarray(lm)
         if not (data == sid).any():
-            which = f"'{names[i]}'" if names and i < len(names) else f"label map {i + 1}"
+            which = (f"'{names[i]}'" if names and i < len(names) else
+                     "This label map" if len(label_maps) == 1 else f"Label map {i + 1}")
             found = config.schema.get(sid)
             label = found.name if found is not None else f"label {sid}"
             raise UsgenError(
