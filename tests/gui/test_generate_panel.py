@@ -596,3 +596,14 @@ def test_an_automatic_choice_stays_automatic_after_a_restart(qtbot, shipped, fak
     assert panel.steps.value() == 5  # the same model as last time: its saved settings stay
     open_doc(window, head)
     assert panel.backend_name == "speckle"  # still the panel's choice, so it follows the schema
+
+
+def test_the_class_row_shows_only_for_a_schema_with_classes(qtbot):
+    busi, head = lesion_doc(), hc18_doc()
+    window, panel = panel_for(qtbot, [busi, head])
+    label = panel._form.labelForField(panel.klass)
+    assert not panel.klass.isHidden() and not label.isHidden()
+    open_doc(window, head)  # HC18 has no classes: nothing to choose
+    assert panel.klass.isHidden() and label.isHidden()
+    open_doc(window, busi)
+    assert not panel.klass.isHidden()

@@ -437,6 +437,8 @@ class GeneratePanel(QWidget):
         idx = self.klass.findText(keep)
         self.klass.setCurrentIndex(idx if idx >= 0 else 0)
         self.klass.blockSignals(False)
+        # a schema without classes (HC18, echo) has nothing to choose: hide the row
+        self._set_row_visible(self.klass, bool(classes))
 
     # -- which label maps -----------------------------------------------------------------
     def _current_document(self) -> Document | None:
