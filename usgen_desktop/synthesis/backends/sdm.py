@@ -241,7 +241,10 @@ def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if img.shape[:2] == tuple(size):
         return img
     shrinking = size[0] * size[1] < img.shape[0] * img.shape[1]
-    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    # enlarging the 128² output to the label map's size: bicubic keeps the speckle that bilinear
+    # blurs (real BUSI images sent 320 -> 128 -> 320 -> 128 are told from untouched ones at
+    # realism AUC 0.73 with bilinear, 0.58 with bicubic; N = 200, training split only)
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
     return cv2.resize(img, (size[1], size[0]), interpolation=interp)
 
 
