@@ -10,6 +10,12 @@ halves (for FID). Also times one U-Net step and the generator per image (median 
 
     .venv/bin/python benchmarks/bench_eval.py [--dataset busi|hc18] [--size 64] [--epochs 20] [--out DIR]
         [--backend speckle] [--synthetic DATASET] [--write-dev-split FILE] [--threads 2]
+
+Scarce real data: ``--real-fraction 0.25`` keeps a quarter of the training groups for the
+U-Nets; ``--sources kept --variants 4`` generates only from those images' label maps, four
+deformed variants each (masks as scarce as images), and a generator trained on the same
+quarter (``scripts/train_default.py --train-fraction 0.25``) keeps the comparison fair.
+``--save-synthetic`` / ``--load-synthetic`` reuse one generated set across protocols.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from usgen_desktop.core.image import UltrasoundImage  # noqa: E402
 from usgen_desktop.core.tasks import Progress  # noqa: E402
 from usgen_desktop.errors import UsgenError  # noqa: E402
 from usgen_desktop.evaluation import EvalConfig, evaluate  # noqa: E402
-from usgen_desktop.evaluation.prepare import doc_group, group_split  # noqa: E402
+from usgen_desktop.evaluation.prepare import doc_group, group_split, scarce_subset  # noqa: E402
 from usgen_desktop.io import open_dataset  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
@@ -157,6 +163,47 @@ def generate(train_docs: list[Document], backend: str, seed: int, size: int | No
     return out, seconds
 
 
+def deformed(docs: list[Document], k: int, seed: int) -> list[Document]:
+    """``k`` random affine + elastic variants of each label map (the app's Tools > Deform
+    defaults, the ranges of echo-from-noise), each keeping its source's image, class, group
+    and uid as parent: the maps a user would generate from when masks are scarce too."""
+    from usgen_desktop.core.deform import DeformParams, make_variants
+
+    out = []
+    for d in docs:
+        for v in make_variants(d.labels, k, DeformParams(), seed, sector_id=d.schema.sector_id,
+                               source=d.name):
+            out.append(Document(labels=v.label_map, schema=d.schema, image=d.image,
+                                name=f"{d.name}_v{v.index}", tags=dict(d.tags), parent=d.uid))
+    return out
+
+
+def save_synthetic(path: Path, docs: list[Document], seconds: list[float]) -> None:
+    """Keep a generated set (images, label maps, names, class and group tags, seconds per
+    image) so that further protocols can reuse it without generating again."""
+    arrays = {f"image_{i}": d.image.to_uint8() for i, d in enumerate(docs)}
+    arrays.update({f"labels_{i}": d.labels.data for i, d in enumerate(docs)})
+    meta = [{"name": d.name, "tags": d.tags} for d in docs]
+    np.savez_compressed(path, meta=np.array(json.dumps({"docs": meta, "seconds": seconds})),
+                        **arrays)
+
+
+def load_synthetic(path: Path, real: list[Document]) -> tuple[list[Document], list[float]]:
+    """A set written by save_synthetic, each document linked again to its real source."""
+    from usgen_desktop.core.labels import LabelMap
+
+    z = np.load(path)
+    meta = json.loads(str(z["meta"]))
+    by_name = {f"syn_{d.name}": d for d in real}
+    out = []
+    for i, m in enumerate(meta["docs"]):
+        src = by_name.get(m["name"])
+        out.append(Document(labels=LabelMap(z[f"labels_{i}"]), schema=real[0].schema,
+                            image=UltrasoundImage(z[f"image_{i}"]), name=m["name"],
+                            tags=m["tags"], parent=src.uid if src else None))
+    return out, list(meta["seconds"])
+
+
 def real_only(real: list[Document], train_idx, test_idx, args: argparse.Namespace) -> int:
     """The baseline alone: U-Net trained on the real train split, Dice on the dev split."""
 
@@ -251,10 +298,21 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=1, help="seeds per U-Net arm")
     ap.add_argument("--steps", type=int, default=None, help="steps per arm (overrides epochs)")
-    ap.add_argument("--real-fraction", type=float, default=1.0)
+    ap.add_argument("--real-fraction", type=float, default=1.0,
+                    help="the U-Nets see this fraction of the real training groups (scarce data)")
+    ap.add_argument("--sources", choices=["train", "kept"], default="train",
+                    help="generate from every training label map, or only from those of the "
+                    "real images that --real-fraction keeps (masks as scarce as images)")
+    ap.add_argument("--variants", type=int, default=0,
+                    help="generate from this many deformed variants of each source label map "
+                    "instead of the maps themselves")
     ap.add_argument("--real-only", action="store_true",
                     help="only the real-only U-Net on the dev split (no synthetic set needed)")
     ap.add_argument("--no-fid", action="store_true")
+    ap.add_argument("--save-synthetic", default=None, metavar="NPZ",
+                    help="write the generated set here, to reuse with --load-synthetic")
+    ap.add_argument("--load-synthetic", default=None, metavar="NPZ",
+                    help="reuse a set written by --save-synthetic instead of generating")
     args = ap.parse_args()
 
     if args.threads:
@@ -306,15 +364,32 @@ def main() -> int:
         gen_seconds = [(time.perf_counter() - t0) / len(synthetic)]
     elif args.synthetic:
         synthetic = open_dataset(Path(args.synthetic)).documents
+    elif args.load_synthetic:
+        synthetic, gen_seconds = load_synthetic(Path(args.load_synthetic), real)
+        print(f"loaded {len(synthetic)} synthetic images from {args.load_synthetic}")
     else:
         try:
             t0 = time.perf_counter()
-            sources = hc18_with_sector(train_docs) if args.dataset == "hc18" else train_docs
+            sources = train_docs
+            if args.sources == "kept":
+                keep = scarce_subset([doc_group(d) for d in train_docs], args.real_fraction,
+                                     args.seed + 1,
+                                     strata=[d.tags.get("class") for d in train_docs])
+                sources = [train_docs[k] for k in keep]
+            if args.dataset == "hc18":
+                sources = hc18_with_sector(sources)
+            if args.variants:
+                sources = deformed(sources, args.variants, args.seed)
+            print(f"generating from {len(sources)} label maps"
+                  + (f" ({args.variants} deformed variants each)" if args.variants else ""),
+                  flush=True)
             synthetic, gen_seconds = generate(sources, args.backend, args.seed, args.gen_size,
                                               args.model_dir, args.gen_steps,
                                               args.gen_guidance)
             if args.dataset == "hc18":
                 synthetic = head_only(synthetic, real[0].schema.sector_id)
+            if args.save_synthetic:
+                save_synthetic(Path(args.save_synthetic), synthetic, gen_seconds)
             print(f"generated {len(synthetic)} with '{args.backend}' in "
                   f"{time.perf_counter() - t0:.0f} s, median {statistics.median(gen_seconds):.3f} s/image")
         except (ImportError, ModuleNotFoundError) as exc:
@@ -349,7 +424,9 @@ def main() -> int:
         "size": args.size, "epochs": args.epochs, "steps_per_arm": m["budget"]["steps_per_arm"],
         "backend": ("positive control (half of real train as synthetic)" if args.positive_control
                     else "control (copies of real train)" if args.control
-                    else (args.synthetic or args.backend)),
+                    else (args.synthetic or args.load_synthetic or args.backend)),
+        "real_fraction": args.real_fraction, "repeats": args.repeats,
+        "sources": args.sources, "variants": args.variants,
         "sizes": m["sizes"], "headline": h, "timing_s": m["timing_s"], "wall_s": round(wall, 1),
         "unet_step_ms": round(step_ms, 1),
         "generate_s_per_image_median": (round(statistics.median(gen_seconds), 4)
@@ -362,7 +439,7 @@ def main() -> int:
     }
     (Path(args.out) / "bench_summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
-    ro = h["dice_real_only"]
+    ro = h["dice_real_only"] or float("nan")  # a tiny smoke run can score 0
     print(f"\nDice on dev split: real only {ro:.3f} | real + synthetic "
           f"{h['dice_real_plus_synthetic']:.3f} ({h['dice_real_plus_synthetic'] / ro:.2f}x) | "
           f"synthetic only {h['dice_synthetic_only']:.3f} ({h['dice_synthetic_only'] / ro:.2f}x)")

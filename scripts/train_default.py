@@ -155,6 +155,9 @@ def main() -> int:
     ap.add_argument("--checkpoint-every", type=int, default=100)
     ap.add_argument("--sample-every", type=int, default=500)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--train-fraction", type=float, default=1.0,
+                    help="train on this fraction of the training groups only: the same images "
+                    "as bench_eval.py --real-fraction keeps for its scarce-data U-Nets")
     ap.add_argument("--export", default=None, metavar="MODEL_DIR",
                     help="only export the latest checkpoint's EMA weights to MODEL_DIR")
     ap.add_argument("--grid", default=None, metavar="PNG",
@@ -206,6 +209,12 @@ def main() -> int:
 
     t0 = time.perf_counter()
     schema, docs, train_idx, dev_idx = load_split(data, args.seed, args.dataset)
+    if args.train_fraction < 1.0:
+        from usgen_desktop.evaluation.prepare import doc_group, scarce_subset
+
+        keep = scarce_subset([doc_group(docs[i]) for i in train_idx], args.train_fraction,
+                             args.seed + 1, strata=[docs[i].tags.get("class") for i in train_idx])
+        train_idx = [train_idx[k] for k in keep]
     write_split(out, docs, train_idx, dev_idx, args.seed, args.dataset)
     triples = []
     for i in train_idx:

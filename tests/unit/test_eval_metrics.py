@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from usgen_desktop.errors import DatasetError
 from usgen_desktop.evaluation.dice import dice, dice_per_label, set_dice
 from usgen_desktop.evaluation.fid import (
     frechet_distance,
@@ -12,7 +13,7 @@ from usgen_desktop.evaluation.fid import (
     random_extractor,
     split_halves,
 )
-from usgen_desktop.evaluation.prepare import dev_split, group_folds, group_split
+from usgen_desktop.evaluation.prepare import dev_split, group_folds, group_split, scarce_subset
 from usgen_desktop.evaluation.realism import roc_auc, roc_curve
 from usgen_desktop.evaluation.speckle_stats import region_stats
 
@@ -159,3 +160,21 @@ def test_group_split_is_pinned_because_the_default_model_holds_out_its_dev_split
     strata = ["a" if i < 20 else "b" for i in range(40)]
     _, test = group_split(groups, 0.2, 0, strata=strata)
     assert test.tolist() == [8, 9, 12, 13, 24, 25, 38, 39]
+
+
+def test_scarce_subset_keeps_whole_groups_of_each_class_and_is_pinned():
+    # scripts/train_default.py --train-fraction trains a generator on exactly the images that
+    # evaluate(real_fraction=...) keeps; both call scarce_subset, so it must not drift
+    groups = [f"g{i // 2}" for i in range(80)]
+    strata = ["rare" if i < 16 else "common" for i in range(80)]
+    keep = scarce_subset(groups, 0.25, 1, strata=strata)
+    kept_groups = {groups[i] for i in keep}
+    assert all((groups[i] in kept_groups) == (i in set(keep)) for i in range(80))  # whole groups
+    assert sum(strata[i] == "rare" for i in keep) == 4  # 25 % of the 8 rare groups
+    assert len(keep) == 20
+    assert keep.tolist() == sorted(keep.tolist())
+    assert keep.tolist() == scarce_subset(groups, 0.25, 1, strata=strata).tolist()
+    assert keep.tolist()[:6] == [0, 1, 14, 15, 22, 23]
+    assert scarce_subset(groups, 1.0, 1).tolist() == list(range(80))
+    with pytest.raises(DatasetError):
+        scarce_subset(groups, 0.0, 1)

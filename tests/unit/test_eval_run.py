@@ -147,6 +147,9 @@ def test_real_fraction_and_explicit_steps(tmp_path):
     s = m["sizes"]
     assert s["real_train"] < s["real_train_before_fraction"]
     assert abs(s["real_train"] - s["real_train_before_fraction"] / 2) <= 4
+    # the kept images are listed, so a generator can be trained on exactly them
+    assert len(m["split"]["train_names"]) == s["real_train"]
+    assert not set(m["split"]["train_names"]) & set(m["split"]["test_names"])
     assert {a["steps"] for a in m["segmentation"].values()} == {3}
     assert m["fid"]["skipped"]
 

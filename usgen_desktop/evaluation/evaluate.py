@@ -21,6 +21,7 @@ from usgen_desktop.evaluation.prepare import (
     doc_name,
     group_split,
     label_ids_of,
+    scarce_subset,
     to_arrays,
 )
 
@@ -190,12 +191,9 @@ def evaluate(
                           f"seed {config.seed}")
         n_train_all = len(train_idx)
         if config.real_fraction < 1.0:
-            if not 0.0 < config.real_fraction:
-                raise DatasetError("The real fraction must lie between 0 and 1.")
-            drop, keep = group_split([real.groups[i] for i in train_idx],
-                                     config.real_fraction, config.seed + 1,
-                                     strata=[real.classes[i] for i in train_idx])
-            train_idx = train_idx[np.sort(keep)]
+            keep = scarce_subset([real.groups[i] for i in train_idx], config.real_fraction,
+                                 config.seed + 1, strata=[real.classes[i] for i in train_idx])
+            train_idx = train_idx[keep]
         real_train, real_test = real.subset(train_idx), real.subset(test_idx)
         test_groups = set(real_test.groups)
         shared = sorted(set(real_train.groups) & test_groups)
@@ -216,7 +214,7 @@ def evaluate(
                    "real_groups": len(set(real.groups)), "test_groups": len(test_groups)},
             split={"kind": split_kind, "group_column": config.group_column,
                    "groups_in_both_train_and_test": len(shared),
-                   "test_names": real_test.names},
+                   "test_names": real_test.names, "train_names": real_train.names},
             seeds={"split": config.seed,
                    "segmentation": [config.seed + 1000 * r for r in range(config.seg_repeats)],
                    "realism": config.seed, "fid_halves": config.seed},

@@ -134,6 +134,20 @@ def group_split(groups: Sequence[str], test_fraction: float, seed: int,
     return train, test
 
 
+def scarce_subset(groups: Sequence[str], fraction: float, seed: int,
+                  strata: Sequence[str | None] | None = None) -> np.ndarray:
+    """Sorted indices of about ``fraction`` of the groups (within each stratum): the real
+    training images kept when an evaluation simulates scarce real data. The evaluation calls
+    it with ``seed + 1``; ``scripts/train_default.py --train-fraction`` uses the same call so
+    that a generator can be trained on exactly the images the scarce U-Net sees."""
+    if not 0.0 < fraction <= 1.0:
+        raise DatasetError("The real fraction must lie between 0 and 1.")
+    if fraction == 1.0:
+        return np.arange(len(groups))
+    _drop, keep = group_split(groups, fraction, seed, strata=strata)
+    return np.sort(keep)
+
+
 def dev_split(names: Sequence[str], groups: Sequence[str], held_out: Iterable[str]
               ) -> tuple[np.ndarray, np.ndarray]:
     """Train/test indices from a list of held-out names (document names, file names or
