@@ -326,3 +326,20 @@ def test_auto_is_speckle_without_a_model_for_the_schema_and_sdm_with_model(
                  "--out", str(out2)) == 0
     prov = _manifest(out2)[0]["provenance"]
     assert prov["backend"] == "sdm" and prov["model_dir"] == str(mine)
+
+
+def test_backend_sdm_without_a_model_takes_the_shipped_model_for_the_labels(
+        tmp_path, capsys, monkeypatch):
+    # `--backend sdm` on HC18 label maps used to take sdm-default (BUSI) and fail on the
+    # class 'head'; it now takes the shipped model made for those labels
+    from tests.unit.test_shipped_model import write_model
+    from usgen_desktop.paths import resources_dir
+
+    models = tmp_path / "models"
+    write_model(models / "sdm-default", "busi", real=True)
+    hc18 = write_model(models / "sdm-hc18", "hc18", real=True)
+    monkeypatch.setenv("USGEN_MODELS", str(models))
+    out = tmp_path / "out"
+    assert _gen("--masks", str(resources_dir() / "demo" / "hc18"), "--backend", "sdm",
+                "--steps", "2", "--device", "cpu", "--out", str(out)) == 0
+    assert {r["provenance"]["model_dir"] for r in _manifest(out)} == {str(hc18)}

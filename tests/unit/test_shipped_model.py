@@ -136,6 +136,12 @@ def test_a_sector_model_refuses_a_label_map_without_the_sector(tmp_path):
                             steps=2, device="cpu")
     with pytest.raises(UsgenError, match="no 'sector' region.*Detect sector"):
         run(req)
+    # with names (the GUI and the CLI pass document / file names) it says which map it is
+    two = GenerationRequest([LabelMap(head), LabelMap(head)], schema, backend="sdm",
+                            model_dir=str(folder), steps=2, device="cpu",
+                            names=["scan_017", "scan_018"])
+    with pytest.raises(UsgenError, match="^'scan_017' has no 'sector' region"):
+        run(two)
     fan = head.copy()
     fan[(fan == 0) & (np.arange(40)[None, :] > 4)] = schema.sector_id
     out = run(GenerationRequest([LabelMap(fan)], schema, backend="sdm", model_dir=str(folder),

@@ -167,9 +167,11 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
     classes = [args.klass or d.tags.get("class") for d in docs]
     backend, model_dir = choose_backend(args.backend, args.model, schema, masks)
     if backend == "sdm" and not model_dir:
+        # the shipped model made for these labels (sdm-hc18 for HC18), else sdm-default
         from usgen_desktop.paths import models_dir
+        from usgen_desktop.synthesis.request import shipped_model_for
 
-        default = models_dir() / "sdm-default"
+        default = shipped_model_for(schema) or models_dir() / "sdm-default"
         model_dir = str(default) if default.is_dir() else None
     if model_dir and not Path(model_dir).expanduser().is_dir():
         raise UsgenError(f"The model folder '{model_dir}' does not exist.")
@@ -186,7 +188,7 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
         label_maps=[d.labels for d in docs], schema=schema, backend=backend,
         model_dir=model_dir, classes=classes, seed=args.seed, steps=steps,
         guidance=guidance, size=size, count=args.per_mask, device=args.device,
-        params=params,
+        params=params, names=[d.name for d in docs],
     )
     request.validate()
 

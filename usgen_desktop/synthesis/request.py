@@ -62,6 +62,8 @@ class GenerationRequest:
     params: dict[str, Any] = field(default_factory=dict)
     # the sub-range of items to make (for shards and resume); None = all
     items: Sequence[int] | None = None
+    # one name per label map (document or file), so that an error can say which one
+    names: Sequence[str] | None = None
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
@@ -78,6 +80,8 @@ class GenerationRequest:
             raise UsgenError("Strength must lie between 0 and 1.")
         if self.classes is not None and len(self.classes) != len(self.label_maps):
             raise UsgenError("Give one class per label map (or none).")
+        if self.names is not None and len(self.names) != len(self.label_maps):
+            raise UsgenError("Give one name per label map (or none).")
 
     @property
     def total(self) -> int:

@@ -501,6 +501,7 @@ class GeneratePanel(QWidget):
             backend=backend,
             model_dir=(model or None) if backend != "speckle" else None,
             classes=[self._class_for(d) for d in docs],
+            names=[d.name for d in docs],
             prompt=(self.prompt.text().strip() or None) if backend == "controlnet" else None,
             seed=int(self.seed.value()) if seed is None else int(seed),
             steps=int(self.steps.value()) if diffusion else 1,
