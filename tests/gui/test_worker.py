@@ -235,6 +235,21 @@ def test_progress_widget_ends_full_with_done_and_stays(qtbot):
     assert not widget.cancel_button.isEnabled()
 
 
+def test_a_long_failure_sentence_wraps_instead_of_widening_the_panel(qtbot):
+    """Seen under Xvfb: the sector refusal, one long sentence, pushed the Generate dock past
+    the window's right edge."""
+    from usgen_desktop.gui.worker import TaskProgressWidget
+
+    widget = TaskProgressWidget()
+    qtbot.addWidget(widget)
+    widget._end("'000_HC' has no 'sector' region, and this sdm model draws everything outside "
+                "it as black; detect the probe's fan first (Tools > Detect sector, then Apply "
+                "sector to labels; or `usgen sector detect --labels-out`), or use the speckle "
+                "backend.")
+    # the label's minimum width is what the dock's layout must honour (2,129 px unwrapped)
+    assert widget.message.minimumSizeHint().width() < 400
+
+
 def test_eta_estimator_and_format():
     from usgen_desktop.gui.worker import EtaEstimator, format_eta
 

@@ -423,6 +423,8 @@ class TaskProgressWidget(QWidget):
         self.bar.setTextVisible(True)
         self.message = QLabel("")
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # a failure sentence can be long: wrap it, or the label widens its dock past the window
+        self.message.setWordWrap(True)
         self.eta_label = QLabel("")
         self.eta_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.cancel_button = QPushButton("Cancel")
