@@ -262,6 +262,7 @@ def test_missing_model_offers_speckle_or_shows_one_sentence(qtbot, setup):
     wait_done(qtbot, panel)
     qtbot.wait(50)
     assert not panel.gallery.items
+    assert panel.preview._placeholder.startswith("nothing generated")  # not "waiting…"
     panel.ask = lambda q: True
     panel.generate()
     qtbot.waitUntil(lambda: len(panel.gallery.items) >= 1, timeout=10_000)

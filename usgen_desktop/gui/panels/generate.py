@@ -620,6 +620,8 @@ class GeneratePanel(QWidget):
         self._last_exception = exc if isinstance(exc, BaseException) else None
 
     def _on_failed(self, sentence: str) -> None:
+        if self.preview.image() is None:  # it said "waiting for the first step…" for good
+            self.preview.set_image(None, "nothing generated: see the message above")
         exc = self._last_exception
         req = self._last_request
         # run on after the dialog: a fallback starts a new task once this one has ended
