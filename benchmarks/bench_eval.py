@@ -37,7 +37,7 @@ from usgen_desktop.core.image import UltrasoundImage  # noqa: E402
 from usgen_desktop.core.tasks import Progress  # noqa: E402
 from usgen_desktop.errors import UsgenError  # noqa: E402
 from usgen_desktop.evaluation import EvalConfig, evaluate  # noqa: E402
-from usgen_desktop.evaluation.prepare import doc_group, group_split, scarce_subset  # noqa: E402
+from usgen_desktop.evaluation.prepare import doc_group, group_split, scarce_documents  # noqa: E402
 from usgen_desktop.io import open_dataset  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
@@ -372,9 +372,7 @@ def main() -> int:
             t0 = time.perf_counter()
             sources = train_docs
             if args.sources == "kept":
-                keep = scarce_subset([doc_group(d) for d in train_docs], args.real_fraction,
-                                     args.seed + 1,
-                                     strata=[d.tags.get("class") for d in train_docs])
+                keep = scarce_documents(train_docs, args.real_fraction, args.seed)
                 sources = [train_docs[k] for k in keep]
             if args.dataset == "hc18":
                 sources = hc18_with_sector(sources)

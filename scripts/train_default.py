@@ -210,10 +210,9 @@ def main() -> int:
     t0 = time.perf_counter()
     schema, docs, train_idx, dev_idx = load_split(data, args.seed, args.dataset)
     if args.train_fraction < 1.0:
-        from usgen_desktop.evaluation.prepare import doc_group, scarce_subset
+        from usgen_desktop.evaluation.prepare import scarce_documents
 
-        keep = scarce_subset([doc_group(docs[i]) for i in train_idx], args.train_fraction,
-                             args.seed + 1, strata=[docs[i].tags.get("class") for i in train_idx])
+        keep = scarce_documents([docs[i] for i in train_idx], args.train_fraction, args.seed)
         train_idx = [train_idx[k] for k in keep]
     write_split(out, docs, train_idx, dev_idx, args.seed, args.dataset)
     triples = []

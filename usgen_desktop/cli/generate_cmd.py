@@ -188,7 +188,7 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
         label_maps=[d.labels for d in docs], schema=schema, backend=backend,
         model_dir=model_dir, classes=classes, seed=args.seed, steps=steps,
         guidance=guidance, size=size, count=args.per_mask, device=args.device,
-        params=params, names=[d.name for d in docs],
+        params=params, names=names,
     )
     request.validate()
 

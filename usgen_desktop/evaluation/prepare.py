@@ -148,6 +148,14 @@ def scarce_subset(groups: Sequence[str], fraction: float, seed: int,
     return np.sort(keep)
 
 
+def scarce_documents(docs: Sequence[Any], fraction: float, split_seed: int) -> np.ndarray:
+    """``scarce_subset`` over documents, as ``evaluate`` calls it on its real training images
+    (groups from the ``group`` column, classes as strata, ``split_seed + 1``): for scripts that
+    must pick the same images from the documents themselves."""
+    return scarce_subset([doc_group(d) for d in docs], fraction, split_seed + 1,
+                         strata=[(getattr(d, "tags", {}) or {}).get("class") for d in docs])
+
+
 def dev_split(names: Sequence[str], groups: Sequence[str], held_out: Iterable[str]
               ) -> tuple[np.ndarray, np.ndarray]:
     """Train/test indices from a list of held-out names (document names, file names or
