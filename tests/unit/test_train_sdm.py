@@ -126,3 +126,20 @@ def test_bad_inputs_are_user_errors(tmp_path):
         train_sdm([(img[:-2], lab, c)], tmp_path / "b", config())
     with pytest.raises(UsgenError, match="at least one step"):
         train_sdm(triples(), tmp_path / "c", config(steps=0))
+
+
+def test_augmentation_keeps_fine_texture():
+    """The affine of the augmentation must not blur speckle: the model learns what it sees. A
+    bilinear warp keeps a median 0.55 of a noise image's Laplacian, Lanczos 0.85."""
+    import cv2
+
+    from usgen_desktop.synthesis.training.data import augment
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (64, 64)).astype(np.uint8)
+    lab = np.zeros_like(img)
+    ratios = []
+    for _ in range(20):
+        out, _ = augment(img, lab, rng)
+        ratios.append(cv2.Laplacian(out, cv2.CV_32F).std() / cv2.Laplacian(img, cv2.CV_32F).std())
+    assert np.median(ratios) > 0.75, ratios

