@@ -155,6 +155,8 @@ def main() -> int:
     ap.add_argument("--checkpoint-every", type=int, default=100)
     ap.add_argument("--sample-every", type=int, default=500)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init-from", default=None, metavar="MODEL_DIR",
+                    help="start from this model's weights (fine-tuning) instead of random ones")
     ap.add_argument("--train-fraction", type=float, default=1.0,
                     help="train on this fraction of the training groups only: the same images "
                     "as bench_eval.py --real-fraction keeps for its scarce-data U-Nets")
@@ -244,7 +246,7 @@ def main() -> int:
                      "dev split held out by subject"),
             "script": "scripts/train_default.py"}
     res = train_sdm(triples, out, cfg, progress=progress, schema=schema, classes=classes,
-                    resume=args.resume, info=info)
+                    resume=args.resume, info=info, init_from=args.init_from)
     print(json.dumps({"step": res.step, "seconds": res.seconds, "final_loss": res.final_loss}))
     return 0
 

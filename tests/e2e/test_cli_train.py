@@ -66,6 +66,15 @@ def test_train_sdm_then_resume_then_generate(tmp_path):
                                 device="cpu"))
     assert res[0].image.shape == (48, 64)
 
+    # fine-tuning: a new run starts from this model and takes its size and shape (no TINY flags)
+    tuned = tmp_path / "tuned"
+    ft = _usgen("sdm", "--data", str(tmp_path / "busi"), "--out", str(tuned), "--steps", "1",
+                "--init-from", str(out), "--batch", "2", "--sample-every", "0", "--device",
+                "cpu", env_dir=tmp_path)
+    assert ft.returncode == 0, ft.stderr
+    meta = json.loads((tuned / "usgen_model.json").read_text())
+    assert meta["size"] == [32, 32] and meta["training"]["init_from"] == "model"
+
 
 def test_bad_input_is_one_line(tmp_path):
     r = _usgen("sdm", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m"),
@@ -76,6 +85,9 @@ def test_bad_input_is_one_line(tmp_path):
     r = _usgen("sdm", "--data", str(tmp_path / "busi"), "--out", str(tmp_path / "m"),
                "--size", "33", "--blocks", "8,16", "--steps", "1", env_dir=tmp_path)
     assert r.returncode == 2 and "--size" in r.stderr
+    r = _usgen("sdm", "--data", str(tmp_path / "busi"), "--out", str(tmp_path / "m"),
+               "--init-from", str(tmp_path / "busi"), env_dir=tmp_path)
+    assert r.returncode == 2 and "not an sdm model folder" in r.stderr
     r = _usgen(env_dir=tmp_path)
     assert r.returncode == 2 and "sdm" in r.stdout
 

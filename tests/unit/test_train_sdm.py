@@ -128,6 +128,42 @@ def test_bad_inputs_are_user_errors(tmp_path):
         train_sdm(triples(), tmp_path / "c", config(steps=0))
 
 
+def test_training_can_start_from_an_exported_model(tmp_path, one_thread):
+    from safetensors.torch import load_file
+
+    from usgen_desktop.synthesis.backends.sdm import read_config
+    from usgen_desktop.synthesis.training.sdm import export_checkpoint, latest_checkpoint, train_sdm
+
+    train_sdm(triples(), tmp_path / "base", config(steps=3, checkpoint_every=1),
+              schema=load_preset("busi"))
+    base = export_checkpoint(latest_checkpoint(tmp_path / "base"), tmp_path / "base_model")
+    start = load_file(str(base / "unet" / "diffusion_pytorch_model.safetensors"))
+    # a learning rate this small leaves the weights where they started: equal to the exported
+    # model's when the run starts from it, and far from them (a fresh init) when it does not
+    for init, expect_equal in ((base, True), (None, False)):
+        out = tmp_path / f"ft_{expect_equal}"
+        train_sdm(triples(), out, config(steps=1, lr=1e-12), schema=load_preset("busi"),
+                  init_from=init)
+        w = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+        worst = max(float((w[k] - start[k]).abs().max()) for k in start)
+        assert (worst < 1e-6) == expect_equal, worst
+    # the run takes the model's size and shape, whatever the recipe said
+    adopted = train_sdm(triples(), tmp_path / "adopt", config(steps=1, size=16, block_out_channels=(4, 8)),
+                        schema=load_preset("busi"), init_from=base)
+    assert read_config(adopted.model_dir).size == (32, 32)
+    assert read_config(adopted.model_dir).training["init_from"] == "base_model"
+    with pytest.raises(UsgenError, match="label ids"):
+        train_sdm(triples(), tmp_path / "other_labels", config(), schema=load_preset("hc18"),
+                  init_from=base)
+    with pytest.raises(UsgenError, match="same ones"):
+        train_sdm(triples(), tmp_path / "other_classes", config(), schema=load_preset("busi"),
+                  classes=["cyst"], init_from=base)
+    (base / "unet" / "config.json").write_text("{")
+    with pytest.raises(UsgenError, match="no readable UNet description"):
+        train_sdm(triples(), tmp_path / "broken", config(), schema=load_preset("busi"),
+                  init_from=base)
+
+
 def test_augmentation_keeps_fine_texture():
     """The affine of the augmentation must not blur speckle: the model learns what it sees. A
     bilinear warp keeps a median 0.55 of a noise image's Laplacian, Lanczos 0.85."""

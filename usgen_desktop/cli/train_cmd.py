@@ -1,6 +1,7 @@
 """`usgen train`: fit a generator to your own labelled images.
 
     usgen train sdm  --data DATASET --out MODEL_DIR [--size 128] [--steps N] [--batch B] [--resume]
+                     [--init-from SDM_DIR]
     usgen train lora --base SD_DIR --controlnet CN_DIR --data DATASET --out DIR [--token <us>]
 
 Ctrl+C stops at the next step after writing a checkpoint; ``--resume`` continues from it to the
@@ -43,6 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "32,64,128,128 learns more per step at ~4x the cost)")
     s.add_argument("--layers-per-block", type=int, default=1)
     s.add_argument("--resume", action="store_true", help="continue the run in MODEL_DIR")
+    s.add_argument("--init-from", type=Path, default=None, metavar="SDM_DIR",
+                   help="fine-tune: start from this sdm model's weights (e.g. the shipped "
+                   "models/sdm-default) instead of random ones; its size, shape and classes "
+                   "are used, and its label ids must be the data's")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     s.set_defaults(func=run)
 
@@ -124,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
         blocks = tuple(int(c) for c in str(args.blocks).split(","))
     except ValueError:
         raise UsgenError("--blocks takes channel counts separated by commas, e.g. 16,32,64.") from None
-    if args.size < 16 or args.size % 2 ** (len(blocks) - 1):
+    if args.init_from is not None and not (args.init_from / "usgen_model.json").is_file():
+        raise UsgenError(f"'{args.init_from}' is not an sdm model folder (no usgen_model.json).")
+    if args.init_from is None and (args.size < 16 or args.size % 2 ** (len(blocks) - 1)):
         raise UsgenError(
             f"--size must be at least 16 and divisible by {2 ** (len(blocks) - 1)}."
         )
@@ -139,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     restore = _with_sigint(cancel)
     try:
         res = train_sdm(triples, args.out, cfg, progress=bar, cancel=cancel, schema=schema,
-                        resume=args.resume, info={"data": str(args.data)})
+                        resume=args.resume, info={"data": str(args.data)},
+                        init_from=args.init_from)
     finally:
         restore()
         bar.close()

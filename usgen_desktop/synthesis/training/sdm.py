@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +196,52 @@ def export_checkpoint(ckpt: Path, dest: Path, use_ema: bool = True, info: dict |
 # --------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------
+def _start_from(config: TrainConfig, classes: Sequence[str] | None, folder: Path
+                ) -> tuple[TrainConfig, list[str]]:
+    """The recipe and classes of a run that starts from the model in ``folder``: its size and
+    shape (blocks, layers, groups) replace the recipe's, and its classes are the run's (data of
+    another class trains the unconditional branch). UsgenError when the folder holds no sdm model
+    or the caller asks for other classes."""
+    from usgen_desktop.synthesis.backends.sdm import read_config, weights_folder
+
+    other = read_config(folder)
+    try:
+        unet_cfg = json.loads((weights_folder(folder) / "config.json").read_text("utf-8"))
+        shape = dict(block_out_channels=tuple(int(c) for c in unet_cfg["block_out_channels"]),
+                     layers_per_block=int(unet_cfg["layers_per_block"]),
+                     norm_num_groups=int(unet_cfg["norm_num_groups"]),
+                     attention_head_dim=int(unet_cfg["attention_head_dim"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsgenError(
+            f"The model in '{folder}' has no readable UNet description (unet/config.json), so "
+            "training cannot start from it."
+        ) from exc
+    if classes is not None and list(classes) != list(other.classes):
+        raise UsgenError(
+            f"The model in '{folder}' knows the classes {', '.join(other.classes) or 'none'}; "
+            "a run that starts from it must use the same ones."
+        )
+    if other.size[0] != other.size[1]:
+        raise UsgenError(f"The model in '{folder}' is not square, so training cannot start from it.")
+    return replace(config, size=int(other.size[0]), **shape), list(other.classes)
+
+
+def _init_weights(unet, cfg, folder: Path) -> None:
+    """Copy a model folder's weights (EMA when it has them) into ``unet``; UsgenError when its
+    labels are not this run's."""
+    from usgen_desktop.synthesis.backends.sdm import load_unet, read_config
+
+    other = read_config(folder)
+    if list(other.label_ids) != list(cfg.label_ids):
+        raise UsgenError(
+            f"The model in '{folder}' was made for the label ids "
+            f"{', '.join(map(str, other.label_ids))}, not these data's "
+            f"{', '.join(map(str, cfg.label_ids))}, so training cannot start from it."
+        )
+    src, _ = load_unet(folder)
+    unet.load_state_dict(src.state_dict())
+
+
 def _sample_rows(prep: PreparedData, n: int) -> list[int]:
     """Indices of a few fixed examples, one per class first, for the sample grids."""
     rows: list[int] = []
@@ -232,8 +278,12 @@ def train_sdm(
     classes: Sequence[str] | None = None,
     resume: bool = False,
     info: dict[str, Any] | None = None,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
-    """Train (or resume) an sdm model on (image uint8, label map, class) triples."""
+    """Train (or resume) an sdm model on (image uint8, label map, class) triples.
+    ``init_from``: a model folder (``usgen_model.json`` + weights) to start from instead of
+    random weights, for fine-tuning: its size, shape and classes become the run's, and its label
+    ids must be the data's. A resumed run takes its weights from its own checkpoint."""
     import torch
     import torch.nn.functional as F
     from diffusers import DDPMScheduler
@@ -248,6 +298,8 @@ def train_sdm(
     from usgen_desktop.synthesis.training.data import schema_from_labels
 
     config = config or TrainConfig()
+    if init_from is not None:
+        config, classes = _start_from(config, classes, Path(init_from))
     cancel = cancel or CancelToken()
     out_dir = Path(out_dir)
     if config.steps < 1 or config.batch < 1:
@@ -266,6 +318,8 @@ def train_sdm(
     state: dict[str, Any] = {}
     torch.manual_seed(config.seed)
     unet = build_unet(cfg, **config.arch())
+    if init_from is not None and not (resume and last is not None):
+        _init_weights(unet, cfg, Path(init_from))
     ema = build_unet(cfg, **config.arch())
     ema.load_state_dict(unet.state_dict())
     unet.to(device).train()
@@ -298,6 +352,8 @@ def train_sdm(
         "class_dropout": config.class_dropout, "pairs": len(prep), "device": device,
         "parameters": int(sum(p.numel() for p in unet.parameters())), **(info or {}),
     }
+    if init_from is not None:
+        training_info["init_from"] = Path(init_from).name
     cfg.training = training_info
     ema_params = list(ema.parameters())
     params = list(unet.parameters())
