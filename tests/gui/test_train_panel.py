@@ -29,9 +29,9 @@ def fake_trainer(monkeypatch):
     seen: dict = {"delay": 0.0}
 
     def fake_train_sdm(data, out_dir, config=None, progress=None, cancel=None, on_sample=None,
-                       schema=None, classes=None, resume=False, info=None):
+                       schema=None, classes=None, resume=False, info=None, init_from=None):
         seen.update(data=list(data), out_dir=out_dir, config=config, resume=resume,
-                    schema=schema)
+                    schema=schema, init_from=init_from)
         step = 0
         progress(Progress(0, config.steps, "starting", {"loss": None, "step": 0}))
         while step < config.steps:
@@ -294,3 +294,69 @@ def test_tick_labels_stay_distinct():
     labels = tick_labels([0.7719, 0.7717, 0.7715, 0.7713, 0.7711])
     assert len(set(labels)) == 5
     assert tick_labels([1.0, 0.5, 0.25]) == ["1", "0.5", "0.25"]
+
+
+def test_fine_tune_starts_from_the_shipped_model_for_the_labels(qtbot, fake_trainer, tmp_path,
+                                                                monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    from usgen_desktop.gui.panels import train
+    from usgen_desktop.paths import models_dir
+
+    window = make_window()
+    qtbot.addWidget(window)
+    panel = train.install(window)
+    panel.out_dir.setText(str(tmp_path / "tuned"))
+    panel.steps.setValue(3)
+    assert panel.size.isEnabled()
+    panel.start_from.setCurrentIndex(panel.start_from.findData(train.SHIPPED_START))
+    assert not panel.size.isEnabled()  # the model's own size is kept
+    handle = panel.train()
+    with qtbot.waitSignal(handle.finished, timeout=10_000):
+        pass
+    # the project's labels are BUSI's: the shipped BUSI model is the start
+    assert fake_trainer["init_from"] == str(models_dir() / "sdm-default")
+    assert not window.errors
+    qtbot.waitUntil(lambda: panel.train_button.isEnabled(), timeout=5000)
+
+    # "Another model folder…": the chosen folder becomes an entry; a cancelled dialog goes back
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: "")
+    panel.start_from.setCurrentIndex(panel.start_from.findData(train.PICK_START))
+    assert panel.start_from.currentData() == train.SHIPPED_START
+    mine = tmp_path / "my_model"
+    mine.mkdir()
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(mine))
+    panel.start_from.setCurrentIndex(panel.start_from.findData(train.PICK_START))
+    assert panel.start_from.currentData() == str(mine)
+    assert panel.start_from.currentText() == "my_model"
+    handle = panel.train()
+    with qtbot.waitSignal(handle.finished, timeout=10_000):
+        pass
+    assert fake_trainer["init_from"] == str(mine)
+    qtbot.waitUntil(lambda: panel.train_button.isEnabled(), timeout=5000)
+
+    # random weights again: nothing to start from, and the size is the user's to choose
+    panel.start_from.setCurrentIndex(0)
+    assert panel.size.isEnabled()
+    handle = panel.train()
+    with qtbot.waitSignal(handle.finished, timeout=10_000):
+        pass
+    assert fake_trainer["init_from"] is None
+
+
+def test_fine_tune_without_a_shipped_model_is_one_sentence(qtbot, fake_trainer, tmp_path):
+    from usgen_desktop.core.labels import load_preset
+    from usgen_desktop.gui.panels import train
+
+    window = make_window()
+    window.project.schema = load_preset("echo")  # no shipped model draws hearts
+    qtbot.addWidget(window)
+    panel = train.install(window)
+    panel.out_dir.setText(str(tmp_path / "tuned"))
+    panel.start_from.setCurrentIndex(panel.start_from.findData(train.SHIPPED_START))
+    handle = panel.train()
+    with qtbot.waitSignal(handle.ended, timeout=10_000):
+        pass
+    qtbot.waitUntil(lambda: bool(window.errors), timeout=5000)
+    assert "No shipped model was made for the echo labels" in window.errors[-1]
+    assert "data" not in fake_trainer  # the trainer never ran

@@ -41,6 +41,8 @@ from usgen_desktop.gui.worker import TaskHandle, TaskProgressWidget, report_erro
 
 PROJECT_SOURCE = "project"
 FOLDER_SOURCE = "folder"
+SHIPPED_START = "shipped"  # fine-tune the shipped model made for the data's labels
+PICK_START = "pick"  # the "Another model…" entry: opens a folder dialog
 
 
 @dataclasses.dataclass
@@ -57,6 +59,7 @@ class TrainJob:
     triples: list | None = None  # (image uint8, LabelMap, class) from the open project
     schema: Any = None
     device: str = "auto"
+    init_from: str | None = None  # None: random weights; SHIPPED_START or a model folder
 
 
 def project_triples(documents: Any) -> tuple[list, Any]:
@@ -99,6 +102,17 @@ def train_task(
         triples, schema = job.triples or [], job.schema
     if not triples:
         raise DatasetError("There are no annotated real images to train on.")
+    init_from = job.init_from
+    if init_from == SHIPPED_START:
+        from usgen_desktop.synthesis.request import shipped_model_for
+
+        found = shipped_model_for(schema)
+        if found is None:
+            name = getattr(schema, "name", None) or "these"
+            raise DatasetError(f"No shipped model was made for the {name} labels; start from "
+                               "random weights or choose a model folder.")
+        init_from = str(found)
+    extra = {"init_from": init_from} if init_from else {}
 
     def relay(p: Progress) -> None:
         prev = p.preview if isinstance(p.preview, dict) else {}
@@ -111,7 +125,7 @@ def train_task(
             on_sample((step, grid))
 
     return train_sdm(triples, job.out_dir, make_config(job), relay, cancel, on_sample=sample,
-                     schema=schema, resume=job.resume)
+                     schema=schema, resume=job.resume, **extra)
 
 
 def checkpoint_step(out_dir: Path) -> int | None:
@@ -168,6 +182,15 @@ class TrainPanel(QWidget):
         self.sample_every.setSingleStep(100)
         self.sample_every.setValue(500)
         self.sample_every.setToolTip("Draw sample images every so many steps (0 = never)")
+        self.start_from = QComboBox()
+        self.start_from.addItem("Random weights (new model)", None)
+        self.start_from.addItem("Shipped model (fine-tune)", SHIPPED_START)
+        self.start_from.addItem("Another model…", PICK_START)
+        self.start_from.setToolTip(
+            "Fine-tuning starts from a trained model's weights, so your images teach it their "
+            "look in far fewer steps; the model's size and classes are kept")
+        self._last_start = 0
+        self.start_from.currentIndexChanged.connect(self._start_changed)
         self.resume = QCheckBox("Resume")
         self.resume.setToolTip("Continue the run saved in the model folder from its last "
                                "checkpoint instead of starting a new one")
@@ -180,6 +203,7 @@ class TrainPanel(QWidget):
         form.addRow("Train on", self.source)
         form.addRow("Dataset", data_row)
         form.addRow("Model folder", out_row)
+        form.addRow("Start from", self.start_from)
         form.addRow("Size", self.size)
         form.addRow("Steps", self.steps)
         form.addRow("Batch", self.batch)
@@ -214,7 +238,7 @@ class TrainPanel(QWidget):
         lay.addWidget(self.log_y)
         lay.addWidget(self.samples, 2)
         self.source.currentIndexChanged.connect(self._source_changed)
-        for combo in (self.source, self.size):
+        for combo in (self.source, self.size, self.start_from):
             combo.setSizeAdjustPolicy(
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
@@ -226,6 +250,25 @@ class TrainPanel(QWidget):
         folder = self.source.currentData() == FOLDER_SOURCE
         self.dataset.setEnabled(folder)
         self.dataset_button.setEnabled(folder)
+
+    def _start_changed(self, index: int) -> None:
+        if self.start_from.itemData(index) == PICK_START:
+            folder = QFileDialog.getExistingDirectory(self, "Choose the model to start from")
+            if not folder:
+                self.start_from.setCurrentIndex(self._last_start)  # back to what it was
+                return
+            at = self.start_from.findData(folder)
+            if at < 0:
+                at = self.start_from.count() - 1  # just above "Another model…"
+                self.start_from.insertItem(at, Path(folder).name, folder)
+                self.start_from.setItemData(at, folder, Qt.ItemDataRole.ToolTipRole)
+            self.start_from.setCurrentIndex(at)
+            return
+        self._last_start = index
+        tuning = self.start_from.itemData(index) is not None
+        # a fine-tuned model keeps the size of the one it starts from
+        self.size.setEnabled(not tuning)
+        self.size.setToolTip("Fine-tuning keeps the starting model's size" if tuning else "")
 
     def _pick_dataset(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose the training dataset")
@@ -260,7 +303,7 @@ class TrainPanel(QWidget):
         job = TrainJob(
             out_dir=Path(out), size=int(self.size.currentData()), steps=int(self.steps.value()),
             batch=int(self.batch.value()), sample_every=int(self.sample_every.value()),
-            resume=self.resume.isChecked(),
+            resume=self.resume.isChecked(), init_from=self.start_from.currentData(),
         )
         if self.source.currentData() == FOLDER_SOURCE:
             folder = self.dataset.text().strip()
