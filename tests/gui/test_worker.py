@@ -91,6 +91,28 @@ def test_usgen_error_fails_with_its_sentence(qtbot):
     assert isinstance(handle.exception, ModelError)
 
 
+def test_progress_row_shows_the_failure_before_the_message_box(qtbot):
+    """The sentence reaches the user (a modal box in the app) only after the progress row has
+    ended: behind an open box it used to read "Generating 4 images…" with a busy bar."""
+    from usgen_desktop.gui.worker import TaskProgressWidget, run_task
+
+    widget = TaskProgressWidget()
+    qtbot.addWidget(widget)
+    seen: list[tuple[str, bool]] = []
+
+    def broken(*, progress, cancel):
+        raise ModelError("The model folder 'x' holds no weights.")
+
+    def shown(sentence: str) -> None:
+        seen.append((widget.message.text(), widget.cancel_button.isEnabled()))
+
+    handle = run_task(None, broken, title="load", on_failed=shown)
+    widget.attach(handle, "Generating 4 images…")  # attached after run_task, as panels do
+    with qtbot.waitSignal(handle.ended, timeout=5000):
+        pass
+    assert seen == [("The model folder 'x' holds no weights.", False)]
+
+
 def test_unexpected_error_is_one_sentence_and_traceback_goes_to_log(qtbot):
     from usgen_desktop.gui.worker import log_file, run_task
 

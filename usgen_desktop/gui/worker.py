@@ -225,6 +225,9 @@ class TaskHandle(QObject):
     preview = Signal(object)
     finished = Signal(object)
     failed = Signal(str)
+    # the same sentence, after every slot of ``failed`` has run: run_task shows it to the user
+    # here, because a modal box would otherwise hold back the progress row's own "failed" state
+    report = Signal(str)
     error = Signal(object)
     cancelled = Signal(object)
     item = Signal(object)
@@ -291,6 +294,7 @@ class TaskHandle(QObject):
     def _on_failed(self, sentence: str) -> None:
         self.outcome = "failed"
         self.failed.emit(sentence)
+        self.report.emit(sentence)
 
     def _on_cancelled(self, value: object) -> None:
         self.outcome, self.result = "cancelled", value
@@ -338,7 +342,7 @@ def run_task(
         handle.progress.connect(on_progress)
     if on_preview is not None:
         handle.preview.connect(on_preview)
-    handle.failed.connect(on_failed if on_failed is not None else _default_error_sink(parent, title))
+    handle.report.connect(on_failed if on_failed is not None else _default_error_sink(parent, title))
     return handle.start()
 
 
