@@ -112,6 +112,27 @@ def test_speckle_stats_of_rayleigh_envelope():
     assert s["nakagami_m"] == pytest.approx(1.0, abs=0.1)
 
 
+def test_band_power_ratio_finds_smooth_and_noisy_texture_where_it_is():
+    import cv2
+
+    from usgen_desktop.evaluation.spectrum import band_power_ratio, octave_bands
+
+    assert octave_bands(128) == [(1, 2), (2, 4), (4, 8), (8, 16), (16, 32), (32, 64)]
+    rng = np.random.default_rng(3)
+    # images with structure at every scale: smoothed noise plus fine noise
+    real = np.stack([cv2.GaussianBlur(rng.normal(0, 1, (64, 64)), (0, 0), 4) * 4
+                     + rng.normal(0, 0.3, (64, 64)) for _ in range(40)]).astype(np.float32)
+    same = band_power_ratio(real, real.copy())
+    assert same["ratio"] == pytest.approx([1.0] * len(same["bands"]))
+    blurred = np.stack([cv2.GaussianBlur(x, (0, 0), 1.0) for x in real])
+    r = band_power_ratio(real, blurred)
+    assert r["finest_band_ratio"] < 0.3  # the finest octave loses most of its power
+    assert r["ratio"][0] == pytest.approx(1.0, abs=0.05)  # the coarsest keeps it
+    noisy = real + rng.normal(0, 0.3, real.shape).astype(np.float32)
+    assert band_power_ratio(real, noisy)["finest_band_ratio"] > 1.5
+    assert "skipped" in band_power_ratio(real[:0], real)
+
+
 def test_evaluation_modules_import_without_torch_or_qt():
     import subprocess
     import sys
@@ -120,7 +141,7 @@ def test_evaluation_modules_import_without_torch_or_qt():
         "import sys\n"
         "import usgen_desktop.evaluation, usgen_desktop.cli.evaluate_cmd\n"
         "for m in ('config', 'prepare', 'dice', 'nets', 'segmentation', 'realism', 'fid',\n"
-        "          'fidelity', 'speckle_stats', 'report', 'evaluate'):\n"
+        "          'fidelity', 'speckle_stats', 'spectrum', 'report', 'evaluate'):\n"
         "    __import__('usgen_desktop.evaluation.' + m)\n"
         "bad = [m for m in ('torch', 'PySide6', 'matplotlib') if m in sys.modules]\n"
         "print(bad)\n"

@@ -79,8 +79,11 @@ def test_evaluate_end_to_end_writes_metrics_and_report(tmp_path):
         assert 0.0 <= saved["headline"][v] < float("inf")
     assert saved["fid"]["resolution"] == 32
     assert "1" in saved["speckle"]["labels"]
+    assert saved["spectrum"]["size"] == saved["realism"]["size"]
+    assert len(saved["spectrum"]["ratio"]) == len(saved["spectrum"]["bands"]) >= 3
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "Realism AUC" in html and "data:image/png;base64" in html
+    assert "Texture by frequency band" in html
     assert seen and seen[-1].done == seen[-1].total
     assert all(b.done >= a.done for a, b in zip(seen, seen[1:], strict=False))
     assert "torch" in sys.modules  # sanity: evaluate did use torch (imported lazily)

@@ -26,7 +26,7 @@ from usgen_desktop.evaluation.prepare import (
 )
 
 # share of the progress bar per stage, roughly their share of the run time
-STAGES = {"prepare": 2, "segmentation": 55, "fidelity": 2, "realism": 25, "fid": 10,
+STAGES = {"prepare": 2, "segmentation": 55, "fidelity": 2, "realism": 25, "spectrum": 1, "fid": 10,
           "speckle": 4, "report": 2}
 
 
@@ -264,6 +264,14 @@ def evaluate(
                                          config.seed, tick=meter.tick, cancel=cancel)
         metrics["realism"]["size"] = rs
         lap("realism", t0)
+
+        # -- texture by frequency band (where the classifier's difference lies) -------------
+        from usgen_desktop.evaluation.spectrum import band_power_ratio
+
+        t0 = time.perf_counter()
+        meter.stage("spectrum", "Power per frequency band")
+        metrics["spectrum"] = band_power_ratio(r_img, s_img)
+        lap("spectrum", t0)
 
         # -- FID / KID -------------------------------------------------------------------
         from usgen_desktop.evaluation.fid import SKIPPED, fid_report, inception_extractor

@@ -264,6 +264,19 @@ def _speckle_table(speckle: dict[str, Any]) -> str:
             f"fully developed speckle gives 1.91 and 1.0.</p>")
 
 
+def _spectrum_table(spectrum: dict[str, Any]) -> str:
+    bands = spectrum.get("bands")
+    if not bands:
+        return f"<p class=note>{html.escape(str(spectrum.get('skipped', 'Not measured.')))}</p>"
+    head = "".join(f"<th>{lo}–{hi}</th>" for lo, hi in bands)
+    cells = "".join(f"<td class=num>{_fmt(v, 2)}</td>" for v in spectrum.get("ratio", []))
+    return (f"<table><tr><th>cycles per side ({spectrum.get('size')}² images)</th>{head}</tr>"
+            f"<tr><td>power, synthetic / real</td>{cells}</tr></table>"
+            "<p class=note>Mean power spectra per octave band, each image's mean removed. Below 1 "
+            "in the finest bands: the synthetic speckle is smoother than real; in the coarse "
+            "bands: less variation in layout and brightness.</p>")
+
+
 def write_report(out: Path, metrics: dict[str, Any], real_samples: EvalSet,
                  synthetic: EvalSet, n_classes: int, n_samples: int = 6) -> dict[str, Any]:
     """Write the plots and report.html into ``out``; return which files were written."""
@@ -341,6 +354,8 @@ parameters), seeds {html.escape(str(metrics.get('seeds', {}).get('segmentation')
 {cfg.get('batch_size')} ({cfg.get('epochs')} epochs of the real training split).</p>
 <h2>Speckle statistics</h2>
 {_speckle_table(metrics.get('speckle', {}))}
+<h2>Texture by frequency band</h2>
+{_spectrum_table(metrics.get('spectrum', {}))}
 <h2>Everything else</h2>
 <p>Every number, the configuration, sizes, seeds and timings are in
 <a href="metrics.json">metrics.json</a>.</p>
