@@ -167,12 +167,10 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
     classes = [args.klass or d.tags.get("class") for d in docs]
     backend, model_dir = choose_backend(args.backend, args.model, schema, masks)
     if backend == "sdm" and not model_dir:
-        # the shipped model made for these labels (sdm-hc18 for HC18), else sdm-default
-        from usgen_desktop.paths import models_dir
-        from usgen_desktop.synthesis.request import shipped_model_for
+        from usgen_desktop.synthesis.request import default_sdm_model
 
-        default = shipped_model_for(schema) or models_dir() / "sdm-default"
-        model_dir = str(default) if default.is_dir() else None
+        default = default_sdm_model(schema)  # the one made for these labels, else sdm-default
+        model_dir = str(default) if default is not None else None
     if model_dir and not Path(model_dir).expanduser().is_dir():
         raise UsgenError(f"The model folder '{model_dir}' does not exist.")
 

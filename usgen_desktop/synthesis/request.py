@@ -268,6 +268,19 @@ def shipped_model_for(schema: LabelSchema | None) -> Path | None:
     return None
 
 
+def default_sdm_model(schema: LabelSchema | None) -> Path | None:
+    """The folder ``sdm`` uses when the user names none: the shipped model made for ``schema``
+    (sdm-hc18 for HC18), else ``sdm-default`` when it is installed, else None. JSON and file
+    names only, so the GUI thread may call it."""
+    from usgen_desktop.paths import models_dir
+
+    shipped = shipped_model_for(schema)
+    if shipped is not None:
+        return shipped
+    folder = models_dir() / SHIPPED_DEFAULT
+    return folder if folder.is_dir() else None
+
+
 def hash_folder(files: Sequence[str | bytes]) -> str:
     """A short content hash identifying a model (over its weight files' bytes or names)."""
     h = hashlib.sha256()

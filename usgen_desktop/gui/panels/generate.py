@@ -61,14 +61,10 @@ def default_model_dir(backend: str, schema: LabelSchema | None = None) -> str:
     """The folder a backend uses when the user picks none: for sdm the shipped model made for
     ``schema`` when there is one, else the shipped default model."""
     if backend == "sdm":
-        from usgen_desktop.paths import models_dir
-        from usgen_desktop.synthesis.request import shipped_model_for
+        from usgen_desktop.synthesis.request import default_sdm_model
 
-        shipped = shipped_model_for(schema)
-        if shipped is not None:
-            return str(shipped)
-        folder = models_dir() / "sdm-default"
-        if folder.exists():
+        folder = default_sdm_model(schema)
+        if folder is not None:
             return str(folder)
     return ""
 
