@@ -57,6 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="classifier-free guidance (default: the model's recommendation, else 1)")
     p.add_argument("--size", default=None, metavar="HxW", help="resize label maps first")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--threads", type=_threads, default=None, metavar="N",
+                   help="CPU threads (default: the cores no other job is busy on)")
     p.add_argument("--class", dest="klass", default=None, metavar="C",
                    help="class for every label map (default: each map's own class)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -66,6 +68,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 # -- argument parsing ------------------------------------------------------------------------
+def _threads(text: str) -> int:
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 1024:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 1024, not '{text}'")
+    return n
+
+
 def parse_shard(text: str | None) -> tuple[int, int]:
     """``"2/3"`` -> (2, 3); None -> (1, 1)."""
     from usgen_desktop.errors import UsgenError
@@ -186,7 +200,7 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
         label_maps=[d.labels for d in docs], schema=schema, backend=backend,
         model_dir=model_dir, classes=classes, seed=args.seed, steps=steps,
         guidance=guidance, size=size, count=args.per_mask, device=args.device,
-        params=params, names=names,
+        params=params, names=names, threads=args.threads,
     )
     request.validate()
 

@@ -64,6 +64,8 @@ class GenerationRequest:
     items: Sequence[int] | None = None
     # one name per label map (document or file), so that an error can say which one
     names: Sequence[str] | None = None
+    # torch CPU threads; None lets the program choose (the cores no other job is busy on)
+    threads: int | None = None
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
@@ -82,6 +84,8 @@ class GenerationRequest:
             raise UsgenError("Give one class per label map (or none).")
         if self.names is not None and len(self.names) != len(self.label_maps):
             raise UsgenError("Give one name per label map (or none).")
+        if self.threads is not None and int(self.threads) < 1:
+            raise UsgenError("The number of CPU threads must be at least 1.")
 
     @property
     def total(self) -> int:
@@ -159,6 +163,10 @@ def run(
 
     request.validate()
     cancel = cancel or CancelToken()
+    if request.backend != "speckle":  # the simulator is numpy: torch threads do not matter
+        from usgen_desktop.synthesis.devices import set_threads
+
+        set_threads(request.threads)
     backend = load_backend(request)
     items = request.item_indices()
     results: list[Result] = []
@@ -196,6 +204,7 @@ def run(
             "strength": request.strength,
             "params": dict(request.params),
             "device": backend.device,
+            **getattr(backend, "provenance", {}),
             "seconds": round(time.perf_counter() - t0, 4),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

@@ -362,7 +362,7 @@ class SdmBackend:
     name = "sdm"
 
     def __init__(self, folder: Path, device: str = "auto", prefer_ema: bool = True,
-                 fp16: bool = True) -> None:
+                 fp16: bool = True, refine: bool = True, steps: int = 25) -> None:
         self.folder = Path(folder)
         self.config = read_config(self.folder)
         self.device = str(devices.pick_device(device))
@@ -388,10 +388,40 @@ class SdmBackend:
                 raise
             cached = (unet, file_hash(sub / WEIGHTS_NAME))
             with _CACHE_LOCK:
-                _CACHE.clear()  # keep one model: they are small, GPUs are not
+                _CACHE.clear()  # keep one model (and its refiner): they are small, GPUs are not
                 _CACHE[key] = cached
         self.unet, self.model_hash = cached
         self.weights = sub.name
+        self.refiner = None
+        self.provenance: dict[str, Any] = {}
+        if refine:
+            self._load_refiner()
+        self.steps_per_item = steps + (self.refiner[1].steps if self.refiner else 0)
+
+    def _load_refiner(self) -> None:
+        """The model's texture refiner (``refiner/``), cached like the UNet; absent is fine."""
+        from usgen_desktop.synthesis.backends import refiner as rf
+
+        folder = rf.find_refiner(self.folder)
+        if folder is None:
+            return
+        weights = folder / "unet" / rf.WEIGHTS_NAME
+        if not weights.is_file():
+            raise ModelError(
+                f"The texture refiner in '{folder}' has no weights: unet/{rf.WEIGHTS_NAME} is missing."
+            )
+        key = ("refiner", str(weights.resolve()), weights.stat().st_mtime_ns, self.device,
+               str(self.dtype))
+        with _CACHE_LOCK:
+            cached = _CACHE.get(key)
+        if cached is None:
+            unet, config = rf.load_refiner(folder)
+            unet = torch.nn.Module.to(unet, self.device, self.dtype).eval()
+            cached = (unet, config, file_hash(weights))
+            with _CACHE_LOCK:
+                _CACHE[key] = cached
+        self.refiner = cached[:2]
+        self.provenance = {"refiner_hash": cached[2]}
 
     def _check(self, unet) -> None:
         want = 1 + len(self.config.label_ids)
@@ -443,12 +473,41 @@ class SdmBackend:
                 ) from exc
             raise
         img = resize_image(model_to_uint8(out[0]), label_map.shape)
+        if self.refiner is not None:
+            img = self._refine(img, label_map, seed, request, step, cancel)
         if known is not None:
             # outside the painted region the user's own pixels come back untouched; inside, a
             # ramp a few pixels wide blends into them so no seam marks the region's edge
             alpha = feather(mask)
             img = np.clip(alpha * img + (1.0 - alpha) * init + 0.5, 0, 255).astype(np.uint8)
         return img
+
+    def _refine(self, img: np.ndarray, label_map: LabelMap, seed: int, request: Any,
+                step: ProgressFn, cancel: CancelToken) -> np.ndarray:
+        """The enlarged image with the fine texture of its size drawn in by the refiner; the
+        outside of the probe's fan (label 0 of a model with a sector) stays exactly black."""
+        from usgen_desktop.synthesis.backends.refiner import refine
+
+        unet, config = self.refiner
+        keep = None
+        sid = getattr(self.config.schema, "sector_id", None)
+        if sid is not None and sid in self.config.label_ids:
+            keep = label_map.data == 0
+        offset = int(request.steps)
+
+        def sub(p: Progress) -> None:
+            step(Progress(offset + p.done, offset + config.steps, p.message))
+
+        try:
+            return refine(unet, config, img, seed, device=self.device, dtype=self.dtype,
+                          step=sub, cancel=cancel, keep=keep)
+        except Exception as exc:
+            if devices.is_oom(exc):
+                raise OutOfMemoryError(
+                    "The GPU ran out of memory while refining the texture at full size; try "
+                    "the CPU device, a smaller image, or turn the refiner off (refine=0)."
+                ) from exc
+            raise
 
     @staticmethod
     def _check_inpaint(init, mask, label_map: LabelMap) -> tuple[np.ndarray, np.ndarray]:
@@ -496,10 +555,18 @@ def load(request: Any) -> SdmBackend:
     params = request.params or {}
     backend = SdmBackend(
         folder, device=request.device, prefer_ema=params.get("weights", "ema") != "raw",
-        fp16=bool(params.get("fp16", True)),
+        fp16=bool(params.get("fp16", True)), refine=_flag(params.get("refine", True)),
+        steps=int(request.steps),
     )
     check_sector(backend.config, request.label_maps, getattr(request, "names", None))
     return backend
+
+
+def _flag(value: Any) -> bool:
+    """A yes/no parameter as given on the command line ("0", "false", "no" mean no)."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("0", "false", "no", "off", "")
+    return bool(value)
 
 
 def check_sector(config: SdmConfig, label_maps: Sequence[LabelMap], names=None) -> None:
