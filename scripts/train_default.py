@@ -67,6 +67,19 @@ def load_split(data: Path, seed: int, dataset: str = "busi"):
     return res.schema, docs, list(train_idx), list(dev_idx)
 
 
+def mask_overlays(img, labels):
+    """(image with its black boxes filled, label map with those pixels marked ignore, whether any
+    were found): the boxes are then not part of what the model imitates."""
+    from usgen_desktop.core.overlays import IGNORE_BIT, fill_overlays, screen_overlays
+
+    mask = screen_overlays(img, region=labels > 0)
+    if not mask.any():
+        return img, labels, False
+    lab = labels.copy()
+    lab[mask] |= IGNORE_BIT
+    return fill_overlays(img, mask), lab, True
+
+
 def write_split(folder: Path, docs, train_idx, dev_idx, seed: int, dataset: str = "busi") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     how = DATASETS[dataset][2]
@@ -160,6 +173,8 @@ def main() -> int:
     ap.add_argument("--train-fraction", type=float, default=1.0,
                     help="train on this fraction of the training groups only: the same images "
                     "as bench_eval.py --real-fraction keeps for its scarce-data U-Nets")
+    ap.add_argument("--mask-overlays", action="store_true",
+                    help="leave black anonymisation boxes inside the fan out of the loss (HC18)")
     ap.add_argument("--export", default=None, metavar="MODEL_DIR",
                     help="only export the latest checkpoint's EMA weights to MODEL_DIR")
     ap.add_argument("--grid", default=None, metavar="PNG",
@@ -218,10 +233,17 @@ def main() -> int:
         train_idx = [train_idx[k] for k in keep]
     write_split(out, docs, train_idx, dev_idx, args.seed, args.dataset)
     triples = []
+    n_masked = 0
     for i in train_idx:
         d = docs[i]
         img = d.image.to_uint8() if hasattr(d.image, "to_uint8") else d.image.data
-        triples.append((img, d.labels, d.tags.get("class") if classes else None))
+        lab = d.labels
+        if args.mask_overlays:
+            img, lab, hit = mask_overlays(img, d.labels.data)
+            n_masked += hit
+        triples.append((img, lab, d.tags.get("class") if classes else None))
+    if args.mask_overlays:
+        print(f"screen overlays (black boxes) masked out of the loss in {n_masked} images")
     print(f"{args.dataset.upper()}: {len(docs)} images, train {len(train_idx)}, dev {len(dev_idx)}; "
           f"open {time.perf_counter() - t0:.1f} s", flush=True)
     cfg = TrainConfig(size=args.size, steps=args.steps, batch=args.batch, lr=args.lr,

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from usgen_desktop.core.labels import LabelSchema
+from usgen_desktop.core.overlays import IGNORE_BIT
 from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn, no_progress
 from usgen_desktop.errors import UsgenError
 from usgen_desktop.synthesis.devices import pick_device
@@ -378,11 +379,16 @@ def train_sdm(
             break
         # -- a batch: augment, one-hot, dropouts --------------------------------------------
         idx = rng.integers(0, len(prep), config.batch)
-        imgs, conds, cls = [], [], []
+        imgs, conds, cls, keep = [], [], [], []
         for i in idx:
             img, lab = prep.images[i], prep.labels[i]
             if config.augment:
                 img, lab = augment(img, lab, rng)
+            # pixels marked as screen overlays (core.overlays) teach nothing: out of the loss
+            ignore = lab >= IGNORE_BIT
+            if ignore.any():
+                lab = lab & (IGNORE_BIT - 1)
+            keep.append(~ignore)
             oh = one_hot(lab, cfg.label_ids)
             c = int(prep.class_idx[i])
             r = rng.random()
@@ -406,7 +412,12 @@ def train_sdm(
             g["lr"] = lr
         with torch.autocast("cuda", dtype=amp_dtype, enabled=use_amp):
             pred = unet(inp, t.to(device), class_labels=torch.tensor(cls, device=device)).sample
-        loss = F.mse_loss(pred.float(), target.to(device))
+        weight = torch.from_numpy(np.stack(keep)[:, None].astype(np.float32)).to(device)
+        if bool((weight < 1).any()):
+            err = (pred.float() - target.to(device)) ** 2
+            loss = (err * weight).sum() / weight.sum().clamp(min=1.0)
+        else:
+            loss = F.mse_loss(pred.float(), target.to(device))
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
