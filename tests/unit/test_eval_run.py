@@ -17,7 +17,7 @@ from usgen_desktop.evaluation.prepare import to_arrays
 from usgen_desktop.evaluation.realism import realism_auc
 
 TINY = dict(size=32, epochs=2, batch_size=8, realism_folds=3, realism_epochs=2, grid_samples=3,
-            threads=1)
+            threads=1, fullsize_crop=32, fullsize_base=16)
 
 
 def _images(docs):
@@ -81,9 +81,12 @@ def test_evaluate_end_to_end_writes_metrics_and_report(tmp_path):
     assert "1" in saved["speckle"]["labels"]
     assert saved["spectrum"]["size"] == saved["realism"]["size"]
     assert len(saved["spectrum"]["ratio"]) == len(saved["spectrum"]["bands"]) >= 3
+    full = saved["fullsize"]
+    assert 0.0 <= full["critic"]["auc"] <= 1.0 and 0.0 <= full["control"]["critic"]["auc"] <= 1.0
+    assert full["octaves"]["cycles_per_pixel"][-1][1] == pytest.approx(0.5, abs=0.02)
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "Realism AUC" in html and "data:image/png;base64" in html
-    assert "Texture by frequency band" in html
+    assert "Texture by frequency band" in html and "Realism at full size" in html
     assert seen and seen[-1].done == seen[-1].total
     assert all(b.done >= a.done for a, b in zip(seen, seen[1:], strict=False))
     assert "torch" in sys.modules  # sanity: evaluate did use torch (imported lazily)

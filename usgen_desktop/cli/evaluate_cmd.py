@@ -48,6 +48,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--realism-size", type=int, default=None,
                    help="image size for the realism classifier (default: --size)")
     p.add_argument("--no-fid", action="store_true", help="skip FID/KID")
+    p.add_argument("--no-fullsize", action="store_true",
+                   help="skip the full-size critic and octaves on native-resolution crops")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
@@ -137,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
                         group_column=args.group_column, dev_split=dev,
                         realism_folds=args.folds, realism_epochs=args.realism_epochs,
                         realism_size=args.realism_size,
-                        fid=not args.no_fid, threads=args.threads)
+                        fid=not args.no_fid, threads=args.threads,
+                        fullsize=not args.no_fullsize)
     metrics = evaluate(real, synthetic, Path(args.out), config, _printer(args.quiet))
     if not args.quiet and sys.stderr.isatty():
         print(file=sys.stderr)

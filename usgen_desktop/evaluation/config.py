@@ -36,6 +36,11 @@ class EvalConfig:
     kid_subset: int = 100
     speckle_dynamic_range_db: float = 60.0  # assumed log-compression to linearise pixels
     grid_samples: int = 6
+    # realism at the images' own pixels (evaluation.fullsize): a critic on native crops and power
+    # per octave, beside real images sent through the app's resize path to fullsize_base² and back
+    fullsize: bool = True
+    fullsize_crop: int = 128
+    fullsize_base: int = 128
     threads: int | None = None  # torch threads; None keeps torch's default (1 on a busy box)
 
     def steps_per_arm(self, n_real_train: int) -> int:

@@ -26,7 +26,8 @@ from usgen_desktop.evaluation.prepare import (
 )
 
 # share of the progress bar per stage, roughly their share of the run time
-STAGES = {"prepare": 2, "segmentation": 55, "fidelity": 2, "realism": 25, "spectrum": 1, "fid": 10,
+STAGES = {"prepare": 2, "segmentation": 45, "fidelity": 2, "realism": 20, "spectrum": 1,
+          "fullsize": 15, "fid": 10,
           "speckle": 4, "report": 2}
 
 
@@ -273,6 +274,23 @@ def evaluate(
         metrics["spectrum"] = band_power_ratio(r_img, s_img)
         lap("spectrum", t0)
 
+        # -- realism at full size (where a clinician looks) ---------------------------------
+        t0 = time.perf_counter()
+        meter.stage("fullsize", "Full-size critic and octaves on native-resolution crops")
+        if not config.fullsize:
+            metrics["fullsize"] = {"skipped": "Full-size realism switched off in the settings."}
+        else:
+            from usgen_desktop.evaluation.fullsize import fullsize_realism
+
+            metrics["fullsize"] = fullsize_realism(
+                [_native(d) for d in real_docs], [_native(d) for d in synthetic_docs],
+                real.groups, syn.groups, real.classes, syn.classes,
+                base_size=(config.fullsize_base, config.fullsize_base),
+                crop=config.fullsize_crop, folds=config.realism_folds,
+                epochs=config.realism_epochs, seed=config.seed, tick=meter.tick, cancel=cancel)
+        lap("fullsize", t0)
+        cancel.raise_if_cancelled()
+
         # -- FID / KID -------------------------------------------------------------------
         from usgen_desktop.evaluation.fid import SKIPPED, fid_report, inception_extractor
 
@@ -381,3 +399,9 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
         "fid_skipped": fid.get("skipped"),
         "mask_fidelity_dice": float(metrics.get("mask_fidelity", {}).get("mean", nan)),
     }
+
+
+def _native(doc) -> np.ndarray:
+    """A document's image at its own size as grayscale uint8."""
+    img = doc.image
+    return img.to_uint8() if hasattr(img, "to_uint8") else np.asarray(img)

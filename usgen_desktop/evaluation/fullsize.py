@@ -188,11 +188,18 @@ def fullsize_realism(
     sent through the app's resize path, overall and per class."""
     real = [_gray_u8(i) for i in real]
     synthetic = [_gray_u8(i) for i in synthetic]
+    parts = 2 if control else 1
+
+    def part(k: int) -> Tick:  # the critics share one stage of the caller's progress bar
+        def tick_k(done: int, total: int, message: str) -> None:
+            tick(k * total + done, parts * total, message)
+        return tick_k
+
     out: dict[str, Any] = {
         "note": ("crops at the images' own pixels; control = real images shrunk to the base "
                  f"size {base_size[1]}x{base_size[0]} and enlarged back (bicubic) as the app does"),
         "critic": critic(real, synthetic, real_groups, synthetic_groups, real_classes,
-                         synthetic_classes, crop, per_image, folds, epochs, seed, tick, cancel),
+                         synthetic_classes, crop, per_image, folds, epochs, seed, part(0), cancel),
         "octaves": octaves(real, synthetic, crop, per_image, seed),
     }
     classes = sorted({c for c in (real_classes or []) if c})
@@ -206,7 +213,7 @@ def fullsize_realism(
         ctl = through_resize_path(real, base_size)
         out["control"] = {
             "critic": critic(real, ctl, real_groups, real_groups, real_classes, real_classes,
-                             crop, per_image, folds, epochs, seed, tick, cancel),
+                             crop, per_image, folds, epochs, seed, part(1), cancel),
             "octaves": octaves(real, ctl, crop, per_image, seed),
         }
         for c in per_class:
