@@ -107,3 +107,42 @@ def test_train_lora_cli_on_tiny_models(tmp_path):
     assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").is_file()
     assert main(["train", "lora", "--base", str(tmp_path / "nope"), "--data",
                  str(tmp_path / "busi"), "--out", str(tmp_path / "x"), "-q"]) == 2
+
+
+def test_train_refiner_into_a_model_then_generate_records_it(tmp_path):
+    _dataset(tmp_path / "busi")
+    model = tmp_path / "model"
+    r = _usgen("sdm", "--data", str(tmp_path / "busi"), "--out", str(model), "--steps", "1",
+               *TINY, env_dir=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # a plain folder of images, no labels, teaches the refiner
+    plain = tmp_path / "scans"
+    plain.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(plain / f"scan{i}.png"), lesion_pair(48, 64, seed=i)[0])
+    (plain / "broken.png").write_bytes(b"not a png")
+    ref = tmp_path / "ref"
+    r = _usgen("refiner", "--data", str(plain), "--out", str(ref), "--steps", "2", "--batch",
+               "2", "--patch", "32", "--base-size", "32", "--device", "cpu", "--into",
+               str(model), env_dir=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert json.loads((model / "refiner" / "usgen_model.json").read_text())["kind"] == "sdm-refiner"
+    assert not (model / "refiner" / "checkpoints").exists()
+    more = _usgen("refiner", "--data", str(plain), "--out", str(ref), "--steps", "3",
+                  "--batch", "2", "--patch", "32", "--base-size", "32", "--device", "cpu",
+                  "--resume", env_dir=tmp_path)
+    assert more.returncode == 0, more.stderr
+    assert json.loads((ref / "usgen_model.json").read_text())["training"]["steps_done"] == 3
+
+    from usgen_desktop.core.labels import LabelMap, load_preset
+    from usgen_desktop.synthesis.request import GenerationRequest, run
+
+    _, mask = lesion_pair(48, 64)
+    res = run(GenerationRequest([LabelMap((mask > 0).astype("uint8"))], load_preset("busi"),
+                                backend="sdm", model_dir=str(model), classes=["benign"], steps=2,
+                                device="cpu"))
+    assert res[0].image.shape == (48, 64) and len(res[0].provenance["refiner_hash"]) == 16
+    bad = _usgen("refiner", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"),
+                 env_dir=tmp_path)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

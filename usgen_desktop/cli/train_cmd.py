@@ -3,6 +3,7 @@
     usgen train sdm  --data DATASET --out MODEL_DIR [--size 128] [--steps N] [--batch B] [--resume]
                      [--init-from SDM_DIR]
     usgen train lora --base SD_DIR --controlnet CN_DIR --data DATASET --out DIR [--token <us>]
+    usgen train refiner --data IMAGES --out DIR [--init-from DIR] [--into SDM_DIR] [--resume]
 
 Ctrl+C stops at the next step after writing a checkpoint; ``--resume`` continues from it to the
 same step count. torch is imported only when a command runs, so ``usgen --help`` stays instant.
@@ -50,6 +51,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "are used, and its label ids must be the data's")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     s.set_defaults(func=run)
+
+    r = kinds.add_parser("refiner", help="the texture refiner of an sdm model (images only, "
+                         "no labels)", description="Train the texture refiner, sdm's second stage "
+                         "that draws the fine grain at the label map's own size, on real scans "
+                         "(any images: labels are not needed). Put the result in an sdm model "
+                         "folder as refiner/ (--into does it).")
+    r.add_argument("--data", required=True, type=Path, metavar="IMAGES",
+                   help="dataset folder, USGen project or plain folder of images")
+    r.add_argument("--out", required=True, type=Path, metavar="DIR")
+    r.add_argument("--base-size", type=int, default=128,
+                   help="the size of the sdm model it refines (default 128)")
+    r.add_argument("--patch", type=int, default=128, help="crop size in pixels (default 128)")
+    r.add_argument("--steps", type=int, default=8000, help="optimizer steps (default 8000)")
+    r.add_argument("--batch", type=int, default=8)
+    r.add_argument("--lr", type=float, default=3e-4)
+    r.add_argument("--device", default="auto")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--checkpoint-every", type=int, default=250, metavar="N")
+    r.add_argument("--resume", action="store_true", help="continue the run in DIR")
+    r.add_argument("--init-from", type=Path, default=None, metavar="DIR",
+                   help="start from this refiner (or the refiner/ of this sdm model folder), so "
+                   "your scans teach it their grain in fewer steps")
+    r.add_argument("--into", type=Path, default=None, metavar="SDM_DIR",
+                   help="when done, copy the refiner into this sdm model folder as refiner/")
+    r.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    r.set_defaults(func=run)
 
     lo = kinds.add_parser("lora", help="a LoRA (and optional token) for Stable Diffusion + "
                           "ControlNet", description="Fine-tune the Stable Diffusion UNet with a "
@@ -122,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.kind == "lora":
         return _run_lora(args)
+    if args.kind == "refiner":
+        return _run_refiner(args)
     from usgen_desktop.synthesis.training.data import from_dataset
     from usgen_desktop.synthesis.training.sdm import TrainConfig, train_sdm
 
@@ -181,4 +210,75 @@ def _run_lora(args: argparse.Namespace) -> int:
         print(f"Stopped at step {res.step}; the LoRA so far is in {args.out}.", file=sys.stderr)
         return 130
     print(f"Trained {res.step} LoRA steps (loss {res.final_loss:.4f}); weights in {args.out}")
+    return 0
+
+
+def images_from(path: Path) -> list:
+    """Every image of a dataset folder or project (labels ignored), or of a plain folder of
+    image files; unreadable files are skipped and counted on stderr."""
+    from usgen_desktop.errors import DatasetError, UsgenError
+    from usgen_desktop.io import is_image_file, open_dataset, read_image
+
+    path = Path(path)
+    try:
+        docs = open_dataset(path).documents
+        imgs = [d.image.to_uint8() for d in docs if getattr(d, "image", None) is not None]
+        if imgs:
+            return imgs
+    except UsgenError:
+        pass
+    if not path.is_dir():
+        raise DatasetError(f"'{path}' is neither a dataset nor a folder of images.")
+    imgs, bad = [], 0
+    for f in sorted(path.rglob("*")):
+        if f.is_file() and is_image_file(f):
+            try:
+                imgs.append(read_image(f).to_uint8())
+            except UsgenError:
+                bad += 1
+    if bad:
+        print(f"usgen: skipped {bad} file(s) that could not be read as images.", file=sys.stderr)
+    if not imgs:
+        raise DatasetError(f"The folder '{path}' holds no images to train the refiner on.")
+    return imgs
+
+
+def _run_refiner(args: argparse.Namespace) -> int:
+    import shutil
+
+    from usgen_desktop.core.tasks import CancelToken
+    from usgen_desktop.errors import UsgenError
+    from usgen_desktop.synthesis.training.refiner import RefinerTrainConfig, train_refiner
+
+    if args.into is not None and not (args.into / "usgen_model.json").is_file():
+        raise UsgenError(f"'{args.into}' is not an sdm model folder (no usgen_model.json).")
+    if not 8 <= args.base_size <= 4096:
+        raise UsgenError("--base-size must be between 8 and 4096 pixels.")
+    imgs = images_from(args.data)
+    cfg = RefinerTrainConfig(base_size=args.base_size, patch=args.patch, steps=args.steps,
+                             batch=args.batch, lr=args.lr, device=args.device, seed=args.seed,
+                             checkpoint_every=args.checkpoint_every)
+    cancel = CancelToken()
+    bar = _Bar(args.steps, args.quiet)
+    restore = _with_sigint(cancel)
+    try:
+        res = train_refiner(imgs, args.out, cfg, progress=bar, cancel=cancel, resume=args.resume,
+                            info={"data": str(args.data)}, init_from=args.init_from)
+    finally:
+        restore()
+        bar.close()
+    if res.cancelled:
+        print(f"Stopped at step {res.step} of {args.steps}; continue with --resume.",
+              file=sys.stderr)
+        return 130
+    where = args.out
+    if args.into is not None:
+        dest = args.into / "refiner"
+        tmp = args.into / "refiner.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(args.out, tmp, ignore=shutil.ignore_patterns("checkpoints", "samples"))
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.replace(dest)
+        where = dest
+    print(f"Trained the refiner {res.step} steps in {res.seconds / 60:.1f} min; it is in {where}")
     return 0
