@@ -12,6 +12,14 @@ import numpy as np
 from usgen_desktop.errors import MaskMismatchError, UsgenError
 
 MAX_LABEL_ID = 255
+# the class prompts of seeds/000 and 002, used by Stable Diffusion backends when neither the
+# request nor the schema (``LabelSchema.prompts``) gives one
+DEFAULT_PROMPTS: dict[str | None, str] = {
+    "benign": "ultrasound image of breast with a benign lesion",
+    "malignant": "ultrasound image of breast with a malignant lesion",
+    "normal": "ultrasound image of normal breast tissue",
+    None: "ultrasound image",
+}
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,11 @@ class LabelSchema:
     def prompt_for(self, klass: str | None) -> str | None:
         """The schema's own prompt for ``klass`` (None when it sets none)."""
         return self.prompts.get(klass) if klass else None
+
+    def prompt_or_default(self, klass: str | None) -> str:
+        """The schema's prompt for ``klass``, else the built-in one, else a generic one."""
+        return (self.prompt_for(klass) or DEFAULT_PROMPTS.get(klass)
+                or f"ultrasound image, {klass}")
 
     def with_prompt(self, klass: str, text: str | None) -> LabelSchema:
         """A schema whose prompt for ``klass`` is ``text`` (empty or None removes it)."""

@@ -26,17 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from usgen_desktop.core.labels import LabelMap, LabelSchema
+from usgen_desktop.core.labels import DEFAULT_PROMPTS, LabelMap, LabelSchema
 from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn
 from usgen_desktop.errors import Cancelled, ModelError, OutOfMemoryError, UsgenError
 from usgen_desktop.synthesis import devices
 
-CLASS_PROMPTS = {
-    "benign": "ultrasound image of breast with a benign lesion",
-    "malignant": "ultrasound image of breast with a malignant lesion",
-    "normal": "ultrasound image of normal breast tissue",
-    None: "ultrasound image",
-}
+CLASS_PROMPTS = DEFAULT_PROMPTS  # the built-in class prompts (core.labels, torch-free)
 SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 WEIGHT_PARTS = ("unet", "vae", "text_encoder")  # the SD parts that hold weights
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
