@@ -45,14 +45,22 @@ from usgen_desktop.gui.worker import TaskHandle, TaskProgressWidget, report_erro
 BACKEND_LABELS = {
     "speckle": "Speckle simulator (no model needed)",
     "sdm": "Semantic diffusion model (sdm)",
-    "controlnet": "Stable Diffusion (prompt, ControlNet, LoRA)",
+    "controlnet": "Stable Diffusion (+ ControlNet)",
 }
 # the Stable Diffusion recipe's fields (seeds/002): request.params key -> what the row shows
 SD_FIELDS = {
-    "controlnet_dir": ("ControlNet", "none: text-to-image from the prompt", "dir"),
-    "lora": ("LoRA", "none: a folder with pytorch_lora_weights.safetensors", "dir"),
-    "ti_token": ("Token", "a textual-inversion token, e.g. <us>", None),
-    "ti_embedding": ("Embedding", "the token's .safetensors file", "file"),
+    "controlnet_dir": ("ControlNet", "none: from the prompt alone", "dir"),
+    "lora": ("LoRA", "none, or a LoRA folder", "dir"),
+    "ti_token": ("Token", "none, or a token such as <us>", None),
+    "ti_embedding": ("Embedding", "the token's .safetensors", "file"),
+}
+SD_TIPS = {
+    "controlnet_dir": "A segmentation ControlNet folder: the image follows the label map. Empty: "
+                      "text-to-image from the prompt alone (the image does not follow the map)",
+    "lora": "A LoRA folder (pytorch_lora_weights.safetensors) or file, e.g. from the Train dock",
+    "ti_token": "A textual-inversion token the prompt starts with, e.g. <us>",
+    "ti_embedding": "The token's embedding (.safetensors); empty: the LoRA folder's "
+                    "learned_embeds.safetensors",
 }
 PROJECT_KEY = "generate"  # the panel's entry in project.settings
 SCOPES = {
@@ -409,7 +417,7 @@ class GeneratePanel(QWidget):
             self._apply_recommendations()  # on a switch only: restored settings stay at start
         self.model_dir.setPlaceholderText(
             {"speckle": "not needed", "sdm": "a trained sdm model folder",
-             "controlnet": "folder with Stable Diffusion 1.5 + ControlNet"}.get(name, "")
+             "controlnet": "a Stable Diffusion 1.5 folder"}.get(name, "")
         )
         self.steps.setEnabled(diffusion)
         self.guidance.setEnabled(diffusion)
@@ -560,7 +568,7 @@ class GeneratePanel(QWidget):
             box = QLineEdit()
             box.setObjectName(f"sd_{key}")
             box.setPlaceholderText(hint)
-            box.setToolTip(hint[0].upper() + hint[1:])
+            box.setToolTip(SD_TIPS[key])
             row = QWidget()
             if kind is None:
                 lay = QVBoxLayout(row)

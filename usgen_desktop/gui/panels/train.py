@@ -51,6 +51,8 @@ KINDS = {
     "lora": "LoRA for Stable Diffusion",
 }
 SD_KINDS = ("controlnet", "lora")
+# each trainer's usual recipe (size, steps, batch), set when the user switches to it
+KIND_DEFAULTS = {"sdm": (128, 2000, 8), "controlnet": (512, 1000, 1), "lora": (512, 500, 1)}
 
 
 @dataclasses.dataclass
@@ -256,7 +258,7 @@ class TrainPanel(QWidget):
         form.addRow("Dataset", data_row)
         form.addRow("Model folder", out_row)
         form.addRow("Start from", self.start_from)
-        form.addRow("Stable Diffusion", self._base_row)
+        form.addRow("SD model", self._base_row)
         form.addRow("ControlNet", self._cn_row)
         form.addRow("LoRA rank", self.lora_rank)
         form.addRow("Token", self.token)
@@ -308,7 +310,9 @@ class TrainPanel(QWidget):
     def _build_sd_rows(self) -> None:
         """The Stable Diffusion trainers' fields: base folder, ControlNet, LoRA rank, token."""
         self.base_dir = QLineEdit()
-        self.base_dir.setPlaceholderText("a Stable Diffusion 1.5 folder (diffusers layout)")
+        self.base_dir.setPlaceholderText("a Stable Diffusion 1.5 folder")
+        self.base_dir.setToolTip("The Stable Diffusion 1.5 folder (diffusers layout, "
+                                 "safetensors) to train for")
         base_button = QToolButton()
         base_button.setText("…")
         base_button.clicked.connect(lambda: self._pick_into(self.base_dir,
@@ -341,6 +345,13 @@ class TrainPanel(QWidget):
         """Show the rows the chosen trainer takes; the rest are hidden, not greyed."""
         kind = self.kind_name
         sd = kind in SD_KINDS
+        prev = getattr(self, "_shown_kind", None)
+        self._shown_kind = kind
+        if prev is not None and prev != kind:  # the user switched: that trainer's recipe
+            size, steps, batch = KIND_DEFAULTS[kind]
+            self.size.setCurrentIndex(max(0, self.size.findData(size)))
+            self.steps.setValue(steps)
+            self.batch.setValue(batch)
         for field, visible in ((self.start_from, kind == "sdm"),
                                (self.sample_every, kind == "sdm"),
                                (self._base_row, sd), (self._cn_row, sd),
@@ -351,12 +362,16 @@ class TrainPanel(QWidget):
                 label.setVisible(visible)
         self.resume.setVisible(kind != "lora")  # a LoRA run has no checkpoints to resume
         if kind == "controlnet":
-            self.cn_dir.setPlaceholderText("none: start from a copy of the base UNet")
+            self.cn_dir.setPlaceholderText("none: from the base UNet")
+            self.cn_dir.setToolTip("A ControlNet folder to start from; empty: a copy of the "
+                                   "base UNet's encoder, as the ControlNet paper does")
             self.lora_rank.setSpecialValueText("none")
             self.lora_rank.setMinimum(0)
             self.lora_rank.setToolTip("Also train a LoRA of this rank on the UNet (0: none)")
         elif kind == "lora":
-            self.cn_dir.setPlaceholderText("none: no ControlNet while training")
+            self.cn_dir.setPlaceholderText("none")
+            self.cn_dir.setToolTip("A ControlNet that conditions the LoRA's training on the "
+                                   "label maps; empty: the LoRA learns from prompts alone")
             self.lora_rank.setSpecialValueText("")
             self.lora_rank.setMinimum(1)
             self.lora_rank.setToolTip("Rank of the LoRA matrices (8 is usual)")
@@ -365,6 +380,7 @@ class TrainPanel(QWidget):
         self.size.setEnabled(sd or self.start_from.currentData() is None)
         self.out_dir.setPlaceholderText("a new folder for the " + (
             "ControlNet" if kind == "controlnet" else "LoRA" if kind == "lora" else "model"))
+        self.out_dir.setToolTip(self.out_dir.placeholderText())
     def _source_changed(self, *_: Any) -> None:
         folder = self.source.currentData() == FOLDER_SOURCE
         self.dataset.setEnabled(folder)
