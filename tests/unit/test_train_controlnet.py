@@ -56,17 +56,17 @@ def test_controlnet_training_lowers_the_loss(tiny, tmp_path):
     sd, _ = tiny
     schema = load_preset("busi")
     res = train_controlnet(triples(), schema, sd, tmp_path / "cn",
-                           cfg(steps=30, batch=4, lr=3e-3, checkpoint_every=0))
-    assert res.step == 30 and np.mean(res.losses[-8:]) < np.mean(res.losses[:8])
+                           cfg(steps=15, batch=4, lr=2e-2, checkpoint_every=0))
+    assert res.step == 15 and np.mean(res.losses[-5:]) < np.mean(res.losses[:5])
     # on the same noise and timesteps: the trained ControlNet against a fresh one (which adds
     # nothing to the base UNet)
     before = evaluate_loss(triples(), schema, sd, None, 32)
     after = evaluate_loss(triples(), schema, sd, tmp_path / "cn", 32)
-    assert after < 0.85 * before, (before, after)
+    assert after < 0.85 * before, (before, after)  # 1.14 -> 0.75 when written
     out = tmp_path / "cn"
     assert (out / "config.json").is_file() and (out / "diffusion_pytorch_model.safetensors").is_file()
     assert not [p for p in out.rglob("*") if p.suffix in (".bin", ".pt", ".ckpt", ".pkl")]
-    assert json.loads((out / "usgen_controlnet.json").read_text())["steps_done"] == 30
+    assert json.loads((out / "usgen_controlnet.json").read_text())["steps_done"] == 15
 
 
 def test_resume_gives_the_weights_of_the_uninterrupted_run_with_lora(tiny, tmp_path):

@@ -653,6 +653,9 @@ class GeneratePanel(QWidget):
         saved = getattr(project, "settings", {}) or {}
         saved = saved.get(PROJECT_KEY) if isinstance(saved, dict) else None
         if not isinstance(saved, dict):
+            # a project without a recipe of its own must not inherit the last project's
+            for box in self.sd_fields.values():
+                box.clear()
             return
         for key, box in self.sd_fields.items():
             box.setText(str(saved.get(key) or ""))
