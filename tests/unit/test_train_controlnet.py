@@ -119,3 +119,8 @@ def test_starts_from_a_controlnet_folder_and_refuses_bad_inputs(tiny, tmp_path):
         train_controlnet(triples(2), None, tmp_path / "nope", tmp_path / "x", cfg(steps=1))
     with pytest.raises(UsgenError, match="multiple of 8"):
         train_controlnet(triples(2), None, sd, tmp_path / "x", cfg(size=30))
+    with pytest.raises(UsgenError, match="learning rates"):
+        train_controlnet(triples(2), None, sd, tmp_path / "x", cfg(lr=float("nan")))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsgenError, match="is a file"):
+        train_controlnet(triples(2), None, sd, tmp_path / "file", cfg(steps=1))

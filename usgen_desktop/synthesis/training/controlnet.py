@@ -160,8 +160,11 @@ def train_controlnet(
         raise UsgenError("Training needs at least one step and a batch of at least one.")
     if config.size < 8 or config.size % 8:
         raise UsgenError("The ControlNet training size must be a multiple of 8.")
-    if not np.isfinite(config.lr) or config.lr <= 0 or config.lora_rank < 0:
-        raise UsgenError("The learning rate must be above 0 and the LoRA rank 0 or more.")
+    if not (np.isfinite(config.lr) and np.isfinite(config.lora_lr)) or config.lr <= 0 \
+            or config.lora_lr <= 0 or config.lora_rank < 0:
+        raise UsgenError("The learning rates must be numbers above 0 and the LoRA rank 0 or more.")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsgenError(f"'{out_dir}' is a file; choose a folder for the ControlNet.")
     last = latest_checkpoint(out_dir)
     if last is not None and not resume:
         raise UsgenError(
@@ -229,8 +232,13 @@ def train_controlnet(
     def checkpoint(step: int) -> None:
         st = {"train_config": asdict(config), "losses": losses, "seconds": seconds(),
               "training_info": training_info}
-        _save_checkpoint(out_dir, step, cn, unet if config.lora_rank else None, opt, tgen, rng,
-                         st, config.keep_checkpoints)
+        try:
+            _save_checkpoint(out_dir, step, cn, unet if config.lora_rank else None, opt, tgen,
+                             rng, st, config.keep_checkpoints)
+        except OSError as exc:
+            raise UsgenError(
+                f"Could not write a checkpoint to '{out_dir}' ({exc.strerror or exc})."
+            ) from exc
 
     null_ids = tok([""], padding="max_length", max_length=tok.model_max_length,
                    truncation=True, return_tensors="pt").input_ids
@@ -297,8 +305,13 @@ def train_controlnet(
         if ck is None or int(json.loads((ck / "state.json").read_text("utf-8"))["step"]) != step:
             checkpoint(step)
     if step > 0:
-        _save_model(out_dir, cn, unet if config.lora_rank else None, config, training_info,
-                    step, losses, seconds())
+        try:
+            _save_model(out_dir, cn, unet if config.lora_rank else None, config, training_info,
+                        step, losses, seconds())
+        except OSError as exc:
+            raise UsgenError(
+                f"Could not write the ControlNet to '{out_dir}' ({exc.strerror or exc})."
+            ) from exc
     return ControlNetResult(out_dir, step, losses, seconds(), cancelled)
 
 
