@@ -146,3 +146,34 @@ def test_train_refiner_into_a_model_then_generate_records_it(tmp_path):
     bad = _usgen("refiner", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"),
                  env_dir=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_train_controlnet_cli_then_resume_then_generate(tmp_path, capsys):
+    from tests.unit.test_controlnet import build_tiny_sd
+    from usgen_desktop.cli.main import main
+
+    sd, _ = build_tiny_sd(tmp_path / "models")
+    _dataset(tmp_path / "busi")
+    out = tmp_path / "cn"
+    args = ["train", "controlnet", "--base", str(sd), "--data", str(tmp_path / "busi"),
+            "--out", str(out), "--size", "32", "--lora-rank", "2", "--checkpoint-every", "1",
+            "--device", "cpu", "-q"]
+    assert main([*args, "--steps", "1"]) == 0
+    meta = json.loads((out / "usgen_controlnet.json").read_text())
+    assert meta["kind"] == "controlnet" and meta["steps_done"] == 1
+    assert (out / "pytorch_lora_weights.safetensors").is_file()
+    assert main([*args, "--steps", "2"]) == 2  # the folder holds a run: resume or elsewhere
+    assert "resume" in capsys.readouterr().err
+    assert main([*args, "--steps", "2", "--resume"]) == 0
+    assert json.loads((out / "usgen_controlnet.json").read_text())["steps_done"] == 2
+    # the trained ControlNet and its LoRA drive `usgen generate`
+    rc = main(["generate", "--no-progress", "--backend", "controlnet", "--model", str(sd),
+               "--masks", str(tmp_path / "busi"), "--steps", "2", "--device", "cpu",
+               "--param", f"controlnet_dir={out}", "--param", f"lora={out}",
+               "--param", "resolution=32", "--strength", "0", "--out", str(tmp_path / "gen")])
+    assert rc == 0
+    rec = json.loads((tmp_path / "gen" / "manifest.jsonl").read_text().splitlines()[0])
+    assert rec["provenance"]["mode"] == "controlnet"
+    assert rec["provenance"]["params"]["controlnet_dir"] == str(out)
+    assert main(["train", "controlnet", "--base", str(tmp_path / "nope"), "--data",
+                 str(tmp_path / "busi"), "--out", str(tmp_path / "x"), "-q"]) == 2

@@ -151,8 +151,6 @@ def test_broken_folders_are_model_errors(tiny_sd, tmp_path):
     sd, cn = tiny_sd
     with pytest.raises(ModelError, match="does not exist"):
         run(req(tmp_path / "nothing", cn))
-    with pytest.raises(ModelError, match="ControlNet folder"):
-        run(req(sd, None))
     with pytest.raises(ModelError, match="config.json"):
         run(req(sd, tmp_path))
     partial = tmp_path / "partial"

@@ -185,3 +185,17 @@ def test_a_crash_mid_save_keeps_the_last_good_project(tmp_path, monkeypatch):
         p.save()
     assert (tmp_path / "p" / "project.json").read_text() == before
     assert [d.uid for d in Project.open(tmp_path / "p").documents] == [a.uid]
+
+
+def test_panel_settings_are_saved_with_the_project(tmp_path):
+    from usgen_desktop.core.labels import load_preset
+    from usgen_desktop.io.project import Project
+
+    project = Project.create(tmp_path / "p", load_preset("busi"))
+    assert not project.is_dirty()
+    project.settings["generate"] = {"lora": "/models/lora", "strength": 0.3, "ti_token": "<us>"}
+    assert project.is_dirty()  # a changed recipe asks to be saved like a changed mask
+    project.save()
+    assert not project.is_dirty()
+    again = Project.open(tmp_path / "p")
+    assert again.settings == project.settings and not again.is_dirty()

@@ -61,8 +61,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="CPU threads (default: the cores no other job is busy on)")
     p.add_argument("--class", dest="klass", default=None, metavar="C",
                    help="class for every label map (default: each map's own class)")
+    p.add_argument("--prompt", default=None, metavar="TEXT",
+                   help="text prompt for every image (controlnet backend; default: the label "
+                   "schema's prompt for each class, else a built-in class prompt)")
+    p.add_argument("--strength", type=float, default=None, metavar="S",
+                   help="img2img refinement strength 0-1 after the first pass (controlnet "
+                   "backend; default 0.3, 0: no refinement)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="backend setting, e.g. frequency_mhz=5 or dynamic_range_db=50")
+                   help="backend setting, e.g. frequency_mhz=5 or dynamic_range_db=50; "
+                   "controlnet: controlnet_dir, lora, ti_token, ti_embedding, strength, "
+                   "low_memory, resolution, negative")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -196,11 +204,12 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
     # recorded as used, so a resumed run compares like with like; per dataset, since --demo's
     # two datasets may get different backends
     guidance = args.guidance if args.guidance is not None else float(rec.get("guidance", 1.0))
+    prompt, strength = text_options(args, backend, params)
     request = GenerationRequest(
         label_maps=[d.labels for d in docs], schema=schema, backend=backend,
         model_dir=model_dir, classes=classes, seed=args.seed, steps=steps,
         guidance=guidance, size=size, count=args.per_mask, device=args.device,
-        params=params, names=names, threads=args.threads,
+        params=params, names=names, prompt=prompt, strength=strength, threads=args.threads,
     )
     request.validate()
 
@@ -212,6 +221,7 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
         "model_dir": model_dir, "per_mask": args.per_mask, "seed": args.seed, "steps": steps,
         "guidance": guidance, "size": list(size) if size else None, "classes": classes,
         "params": params, "format": args.format,
+        **({"prompt": prompt, "strength": strength} if backend == "controlnet" else {}),
     }
     _claim_folder(target, signature)
     # Label ids are remapped for nnU-Net from every map (not this shard's), so shards agree.
@@ -270,6 +280,41 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
     print(f"usgen: wrote {written} pairs to '{target}' ({len(done)} were already there).",
           file=sys.stderr)
     return written
+
+
+def text_options(args: argparse.Namespace, backend: str,
+                 params: dict[str, Any]) -> tuple[str | None, float]:
+    """(prompt, strength) for the request: ``--prompt``/``--strength`` are for the controlnet
+    backend only (refused elsewhere rather than ignored); ``--param strength`` is the same
+    setting, so the two must agree."""
+    from usgen_desktop.errors import UsgenError
+
+    prompt = getattr(args, "prompt", None)
+    strength = getattr(args, "strength", None)
+    if backend != "controlnet":
+        for flag, value in (("--prompt", prompt), ("--strength", strength)):
+            if value is not None:
+                raise UsgenError(f"{flag} applies to the controlnet backend only, not {backend}.")
+        return None, 0.3
+    if strength is not None and "strength" in params:
+        try:
+            same = float(params["strength"]) == strength
+        except (TypeError, ValueError):
+            same = False
+        if not same:
+            raise UsgenError("--strength and --param strength disagree; give one of them.")
+    if strength is None:
+        strength = 0.3
+        if "strength" in params:
+            try:
+                strength = float(params["strength"])
+            except (TypeError, ValueError):
+                raise UsgenError(
+                    f"strength must be a number from 0 to 1, not '{params['strength']}'."
+                ) from None
+    if not 0.0 <= strength <= 1.0:
+        raise UsgenError(f"--strength must lie between 0 and 1, not {strength}.")
+    return (prompt.strip() or None) if prompt else None, float(strength)
 
 
 def choose_backend(backend: str, model: str | None, schema: Any,

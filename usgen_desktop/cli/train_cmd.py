@@ -2,8 +2,10 @@
 
     usgen train sdm  --data DATASET --out MODEL_DIR [--size 128] [--steps N] [--batch B] [--resume]
                      [--init-from SDM_DIR]
-    usgen train lora --base SD_DIR --controlnet CN_DIR --data DATASET --out DIR [--token <us>]
     usgen train refiner --data IMAGES --out DIR [--init-from DIR] [--into SDM_DIR] [--resume]
+    usgen train lora --base SD_DIR --controlnet CN_DIR --data DATASET --out DIR [--token <us>]
+    usgen train controlnet --base SD_DIR --data DATASET --out DIR [--init-from CN_DIR]
+                     [--lora-rank R] [--resume]
 
 Ctrl+C stops at the next step after writing a checkpoint; ``--resume`` continues from it to the
 same step count. torch is imported only when a command runs, so ``usgen --help`` stays instant.
@@ -19,7 +21,8 @@ from pathlib import Path
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "train", help="train a generator (sdm, or a LoRA for controlnet) on labelled images",
+        "train", help="train a generator (sdm; a ControlNet or LoRA for Stable Diffusion) on "
+        "labelled images",
         description="Train a generator on a dataset folder or USGen project of image/label pairs.",
     )
     kinds = p.add_subparsers(dest="kind", metavar="KIND")
@@ -98,6 +101,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     lo.add_argument("--seed", type=int, default=0)
     lo.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     lo.set_defaults(func=run)
+
+    c = kinds.add_parser("controlnet", help="a segmentation ControlNet for Stable Diffusion "
+                         "(a GPU is advised)", description="Train a ControlNet conditioned on "
+                         "the label map in the schema's colours, with class prompts, Stable "
+                         "Diffusion frozen (seeds/000). DIR loads as the controlnet backend's "
+                         "controlnet_dir (and lora, with --lora-rank).")
+    c.add_argument("--base", required=True, type=Path, metavar="SD_DIR",
+                   help="local Stable Diffusion 1.5 folder (diffusers layout, safetensors)")
+    c.add_argument("--data", required=True, type=Path, metavar="DATASET")
+    c.add_argument("--out", required=True, type=Path, metavar="DIR")
+    c.add_argument("--init-from", type=Path, default=None, metavar="CN_DIR",
+                   help="start from this ControlNet folder (default: a copy of the base UNet's "
+                   "encoder with zero convolutions)")
+    c.add_argument("--lora-rank", type=int, default=0, metavar="R",
+                   help="also train a LoRA of rank R on the UNet in the same run (0: none)")
+    c.add_argument("--steps", type=int, default=1000)
+    c.add_argument("--batch", type=int, default=1)
+    c.add_argument("--size", type=int, default=512, help="training size, a multiple of 8")
+    c.add_argument("--lr", type=float, default=1e-5, help="ControlNet learning rate")
+    c.add_argument("--lora-lr", type=float, default=1e-4)
+    c.add_argument("--checkpoint-every", type=int, default=250, metavar="N")
+    c.add_argument("--no-mixed-precision", action="store_true",
+                   help="full precision on CUDA too (mixed precision is used on CUDA only)")
+    c.add_argument("--device", default="auto")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--resume", action="store_true", help="continue the run in DIR")
+    c.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    c.set_defaults(func=run)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -151,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_lora(args)
     if args.kind == "refiner":
         return _run_refiner(args)
+    if args.kind == "controlnet":
+        return _run_controlnet(args)
     from usgen_desktop.synthesis.training.data import from_dataset
     from usgen_desktop.synthesis.training.sdm import TrainConfig, train_sdm
 
@@ -210,6 +243,39 @@ def _run_lora(args: argparse.Namespace) -> int:
         print(f"Stopped at step {res.step}; the LoRA so far is in {args.out}.", file=sys.stderr)
         return 130
     print(f"Trained {res.step} LoRA steps (loss {res.final_loss:.4f}); weights in {args.out}")
+    return 0
+
+
+def _run_controlnet(args: argparse.Namespace) -> int:
+    from usgen_desktop.core.tasks import CancelToken
+    from usgen_desktop.errors import UsgenError
+    from usgen_desktop.synthesis.training.controlnet import ControlNetConfig, train_controlnet
+    from usgen_desktop.synthesis.training.data import from_dataset
+
+    if args.steps < 1 or args.batch < 1 or args.lora_rank < 0 or args.checkpoint_every < 0:
+        raise UsgenError("--steps and --batch must be at least 1, --lora-rank and "
+                         "--checkpoint-every 0 or more.")
+    triples, schema = from_dataset(args.data)
+    cfg = ControlNetConfig(steps=args.steps, batch=args.batch, size=args.size, lr=args.lr,
+                           lora_rank=args.lora_rank, lora_lr=args.lora_lr, device=args.device,
+                           seed=args.seed, checkpoint_every=args.checkpoint_every,
+                           mixed_precision=not args.no_mixed_precision)
+    cancel = CancelToken()
+    bar = _Bar(args.steps, args.quiet)
+    restore = _with_sigint(cancel)
+    try:
+        res = train_controlnet(triples, schema, args.base, args.out, cfg,
+                               init_from=args.init_from, progress=bar, cancel=cancel,
+                               resume=args.resume, info={"data": str(args.data)})
+    finally:
+        restore()
+        bar.close()
+    if res.cancelled:
+        print(f"Stopped at step {res.step} of {args.steps}; continue with --resume.",
+              file=sys.stderr)
+        return 130
+    print(f"Trained {res.step} ControlNet steps in {res.seconds / 60:.1f} min (loss "
+          f"{res.final_loss:.4f}); ControlNet in {args.out}")
     return 0
 
 

@@ -12,6 +12,14 @@ import numpy as np
 from usgen_desktop.errors import MaskMismatchError, UsgenError
 
 MAX_LABEL_ID = 255
+# the class prompts of seeds/000 and 002, used by Stable Diffusion backends when neither the
+# request nor the schema (``LabelSchema.prompts``) gives one
+DEFAULT_PROMPTS: dict[str | None, str] = {
+    "benign": "ultrasound image of breast with a benign lesion",
+    "malignant": "ultrasound image of breast with a malignant lesion",
+    "normal": "ultrasound image of normal breast tissue",
+    None: "ultrasound image",
+}
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,8 @@ class LabelSchema:
     ``sector_id`` names the id of the probe's field of view when the schema has one; id 0 then
     means "outside the fan". ``classes`` are image-level tags (e.g. BUSI's normal/benign/
     malignant); ``class_tissue`` overrides label tissue per class (a malignant lesion shadows).
+    ``prompts`` maps a class to the text prompt Stable Diffusion backends use for it (the
+    radiology-style class prompts of seeds/002), so a project keeps its own wording.
     """
 
     name: str
@@ -57,6 +67,7 @@ class LabelSchema:
     classes: tuple[str, ...] = ()
     class_tissue: dict[str, dict[int, Tissue]] = field(default_factory=dict)
     probe: str = "linear"  # linear | curvilinear | phased: default geometry for new masks
+    prompts: dict[str, str] = field(default_factory=dict)  # class -> text prompt
 
     # -- lookups -----------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -118,6 +129,22 @@ class LabelSchema:
     def with_visibility(self, label_id: int, visible: bool) -> LabelSchema:
         return self.with_label(replace(self.by_id(label_id), visible=visible))
 
+    def prompt_for(self, klass: str | None) -> str | None:
+        """The schema's own prompt for ``klass`` (None when it sets none)."""
+        return self.prompts.get(klass) if klass else None
+
+    def prompt_or_default(self, klass: str | None) -> str:
+        """The schema's prompt for ``klass``, else the built-in one, else a generic one."""
+        return (self.prompt_for(klass) or DEFAULT_PROMPTS.get(klass)
+                or f"ultrasound image, {klass}")
+
+    def with_prompt(self, klass: str, text: str | None) -> LabelSchema:
+        """A schema whose prompt for ``klass`` is ``text`` (empty or None removes it)."""
+        prompts = {k: v for k, v in self.prompts.items() if k != klass}
+        if text and text.strip():
+            prompts[str(klass)] = text.strip()
+        return replace(self, prompts=prompts)
+
     # -- JSON --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +165,7 @@ class LabelSchema:
             "class_tissue": {
                 k: {str(i): asdict(t) for i, t in v.items()} for k, v in self.class_tissue.items()
             },
+            **({"prompts": dict(self.prompts)} if self.prompts else {}),
         }
 
     @classmethod
@@ -164,8 +192,9 @@ class LabelSchema:
                 classes=tuple(d.get("classes", ())),
                 class_tissue=class_tissue,
                 probe=str(d.get("probe", "linear")),
+                prompts={str(k): str(v) for k, v in (d.get("prompts") or {}).items()},
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UsgenError(f"The label schema is not valid ({exc}).") from exc
 
     def to_json(self) -> str:

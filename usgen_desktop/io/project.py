@@ -67,6 +67,10 @@ class Project:
         self.name = name or self.folder.name
         self.documents: list[Document] = []
         self.problems: list[str] = []
+        # per-project settings of the panels (e.g. the Generate panel's LoRA, token, ControlNet
+        # folder, strength and prompt), saved in project.json so the project keeps its recipe
+        self.settings: dict[str, Any] = {}
+        self._saved_settings = _settings_key(self.settings)
         # What is on disk: the revision of each label map and the image object last written.
         self._saved_rev: dict[str, int] = {}
         self._saved_image: dict[str, UltrasoundImage | None] = {}
@@ -113,6 +117,10 @@ class Project:
                 "update USGen to open it."
             )
         project = cls(folder, schema, meta.get("name") or folder.name)
+        settings = meta.get("settings")
+        if isinstance(settings, dict):
+            project.settings = settings
+            project._saved_settings = _settings_key(settings)
         for entry in entries:
             try:
                 doc = _load_document(folder, entry, schema)
@@ -158,7 +166,7 @@ class Project:
 
     def is_dirty(self) -> bool:
         """True when something changed since the last save."""
-        if self._removed:
+        if self._removed or _settings_key(self.settings) != self._saved_settings:
             return True
         return any(
             self._saved_rev.get(d.uid) != d.revision or self._saved_image.get(d.uid, 0) is not d.image
@@ -189,6 +197,7 @@ class Project:
                 f"Could not save the project to '{self.folder}' ({exc.strerror or exc})."
             ) from exc
         self._removed.clear()
+        self._saved_settings = _settings_key(self.settings)
         for doc in self.documents:
             self._saved_rev[doc.uid] = doc.revision
             self._saved_image[doc.uid] = doc.image
@@ -202,6 +211,7 @@ class Project:
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "schema": self.schema.to_dict(),
             "documents": [self._entry(d) for d in self.documents],
+            **({"settings": self.settings} if self.settings else {}),
         }
 
     def _entry(self, doc: Document, image_path: str | None = None) -> dict[str, Any]:
@@ -348,6 +358,14 @@ class Project:
         except (OSError, ValueError):
             return None
         return state if isinstance(state, dict) else None
+
+
+def _settings_key(settings: dict[str, Any]) -> str:
+    """A comparable snapshot of the settings (to tell whether they changed since the save)."""
+    try:
+        return json.dumps(settings, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return repr(settings)
 
 
 def _load_document(folder: Path, entry: dict[str, Any], schema: LabelSchema) -> Document:

@@ -204,9 +204,11 @@ def run(
             "strength": request.strength,
             "params": dict(request.params),
             "device": backend.device,
-            **getattr(backend, "provenance", {}),
             "seconds": round(time.perf_counter() - t0, 4),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            # what the backend actually used where it differs from the request (e.g. the
+            # controlnet backend's strength from params, its text-to-image mode)
+            **dict(getattr(backend, "extra_provenance", None) or {}),
         }
         res = Result(image=image, label_map=lm, provenance=prov, index=item, source_index=map_index)
         results.append(res)

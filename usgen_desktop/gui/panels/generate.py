@@ -45,8 +45,24 @@ from usgen_desktop.gui.worker import TaskHandle, TaskProgressWidget, report_erro
 BACKEND_LABELS = {
     "speckle": "Speckle simulator (no model needed)",
     "sdm": "Semantic diffusion model (sdm)",
-    "controlnet": "Stable Diffusion + ControlNet",
+    "controlnet": "Stable Diffusion (+ ControlNet)",
 }
+# the Stable Diffusion recipe's fields (seeds/002): request.params key -> what the row shows
+SD_FIELDS = {
+    "controlnet_dir": ("ControlNet", "none: from the prompt alone", "dir"),
+    "lora": ("LoRA", "none, or a LoRA folder", "dir"),
+    "ti_token": ("Token", "none, or a token such as <us>", None),
+    "ti_embedding": ("Embedding", "the token's .safetensors", "file"),
+}
+SD_TIPS = {
+    "controlnet_dir": "A segmentation ControlNet folder: the image follows the label map. Empty: "
+                      "text-to-image from the prompt alone (the image does not follow the map)",
+    "lora": "A LoRA folder (pytorch_lora_weights.safetensors) or file, e.g. from the Train dock",
+    "ti_token": "A textual-inversion token the prompt starts with, e.g. <us>",
+    "ti_embedding": "The token's embedding (.safetensors); empty: the LoRA folder's "
+                    "learned_embeds.safetensors",
+}
+PROJECT_KEY = "generate"  # the panel's entry in project.settings
 SCOPES = {
     "current": "Current image",
     "selected": "Selected images",
@@ -186,7 +202,17 @@ class GeneratePanel(QWidget):
         self.strength.setRange(0.0, 1.0)
         self.strength.setSingleStep(0.05)
         self.strength.setValue(0.3)
-        self.strength.setToolTip("Refinement strength of the img2img pass")
+        self.strength.setToolTip("Refinement strength of the img2img pass after the first "
+                                 "one (0 = none; the papers use 0.3)")
+        self.sd_fields, self._sd_rows = self._make_sd_fields()
+        self.keep_prompt = QToolButton()
+        self.keep_prompt.setText("Keep")
+        self.keep_prompt.setToolTip("Save this prompt in the label schema as the chosen class's "
+                                    "prompt (saved with the project)")
+        self.keep_prompt.clicked.connect(self.keep_class_prompt)
+        self._prompt_row = QWidget()
+        self._prompt_row.setLayout(tight_row(self.prompt, self.keep_prompt))
+        self._settings_project: Any = None  # the project whose settings the form shows
         # backend-specific settings (request.params): the simulator's probe and frequency,
         # the diffusion sampler
         self.probe = QComboBox()
@@ -237,11 +263,13 @@ class GeneratePanel(QWidget):
         form.addRow("Backend", self.backend)
         form.addRow("Model", model_row)
         form.addRow("Class", self.klass)
-        form.addRow("Prompt", self.prompt)
+        form.addRow("Prompt", self._prompt_row)
         form.addRow("Seed", seed_row)
         form.addRow("Steps", self.steps)
         form.addRow("Guidance", self.guidance)
         form.addRow("Strength", self.strength)
+        for key, (label, _hint, _kind) in SD_FIELDS.items():
+            form.addRow(label, self._sd_rows[key])
         form.addRow("Probe", self.probe)
         form.addRow("Frequency", self.frequency)
         form.addRow("Sampler", self.sampler)
@@ -277,6 +305,7 @@ class GeneratePanel(QWidget):
         self.shortcut_cancel.activated.connect(self.cancel)
         self.shortcut_cancel.setEnabled(False)  # Esc belongs to the canvas tools when idle
 
+        self.klass.currentIndexChanged.connect(self._show_class_prompt)
         sig = getattr(window, "currentDocumentChanged", None)
         if sig is not None:
             sig.connect(self._document_changed)
@@ -291,6 +320,7 @@ class GeneratePanel(QWidget):
             self._applying = False
         self.refresh_classes()
         self._choose_automatically()
+        self._restore_project_settings()
 
     # -- form -----------------------------------------------------------------------------
     @property
@@ -338,6 +368,7 @@ class GeneratePanel(QWidget):
     def _document_changed(self, _doc: Any) -> None:
         self.refresh_classes()
         self._choose_automatically()
+        self._restore_project_settings()
 
     def _choose_automatically(self) -> None:
         """While the panel (not the user) chooses: sdm with the shipped model made for the
@@ -386,7 +417,7 @@ class GeneratePanel(QWidget):
             self._apply_recommendations()  # on a switch only: restored settings stay at start
         self.model_dir.setPlaceholderText(
             {"speckle": "not needed", "sdm": "a trained sdm model folder",
-             "controlnet": "folder with Stable Diffusion 1.5 + ControlNet"}.get(name, "")
+             "controlnet": "a Stable Diffusion 1.5 folder"}.get(name, "")
         )
         self.steps.setEnabled(diffusion)
         self.guidance.setEnabled(diffusion)
@@ -397,8 +428,10 @@ class GeneratePanel(QWidget):
         for w in (self.inpaint, self.margin, inpaint_label):
             if w is not None:
                 w.setVisible(name == "sdm")
-        self._set_row_visible(self.prompt, name == "controlnet")
+        self._set_row_visible(self._prompt_row, name == "controlnet")
         self._set_row_visible(self.strength, name == "controlnet")
+        for row in self._sd_rows.values():
+            self._set_row_visible(row, name == "controlnet")
         # settings that do not apply are hidden, not greyed: the simulator has no steps
         for w in (self.steps, self.guidance, self.device):
             self._set_row_visible(w, diffusion)
@@ -433,6 +466,7 @@ class GeneratePanel(QWidget):
         idx = self.klass.findText(keep)
         self.klass.setCurrentIndex(idx if idx >= 0 else 0)
         self.klass.blockSignals(False)
+        self._show_class_prompt()
         # a schema without classes (HC18, echo) has nothing to choose: hide the row
         self._set_row_visible(self.klass, bool(classes))
 
@@ -519,7 +553,117 @@ class GeneratePanel(QWidget):
             return params
         if backend == "sdm":
             return {"sampler": self.sampler.currentData()}
+        if backend == "controlnet":
+            return {key: text for key, box in self.sd_fields.items()
+                    if (text := box.text().strip())}
         return {}
+
+    # -- the Stable Diffusion recipe (controlnet backend) ---------------------------------
+    def _make_sd_fields(self) -> tuple[dict[str, QLineEdit], dict[str, QWidget]]:
+        """A line edit per SD_FIELDS key (with "…" for paths), each in its own row widget so
+        the row can be hidden with its label."""
+        fields: dict[str, QLineEdit] = {}
+        rows: dict[str, QWidget] = {}
+        for key, (label, hint, kind) in SD_FIELDS.items():
+            box = QLineEdit()
+            box.setObjectName(f"sd_{key}")
+            box.setPlaceholderText(hint)
+            box.setToolTip(SD_TIPS[key])
+            row = QWidget()
+            if kind is None:
+                lay = QVBoxLayout(row)
+                lay.setContentsMargins(0, 0, 0, 0)
+                lay.addWidget(box)
+            else:
+                button = QToolButton()
+                button.setText("…")
+                button.setToolTip(f"Choose the {label} {'folder' if kind == 'dir' else 'file'}")
+                button.clicked.connect(lambda _=False, k=key: self._pick_sd_path(k))
+                row.setLayout(tight_row(box, button))
+            fields[key], rows[key] = box, row
+        return fields, rows
+
+    def _pick_sd_path(self, key: str) -> None:
+        label, _hint, kind = SD_FIELDS[key]
+        box = self.sd_fields[key]
+        start = box.text() or self.model_dir.text() or str(Path.home())
+        if kind == "dir":
+            path = QFileDialog.getExistingDirectory(self, f"Choose the {label} folder", start)
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, f"Choose the {label} file", start,
+                                                  "safetensors (*.safetensors)")
+        if path:
+            box.setText(path)
+
+    def _chosen_class(self) -> str | None:
+        """The class picked in the form (None for "each image's own" and "no class")."""
+        data = self.klass.currentData()
+        return data if isinstance(data, str) and data != "__doc__" else None
+
+    def _show_class_prompt(self, *_: Any) -> None:
+        """The prompt field's grey hint: what is used when it is left empty."""
+        klass = self._chosen_class()
+        schema = self._schema()
+        if klass is None or schema is None:
+            self.prompt.setPlaceholderText("empty: each class's prompt from the label schema")
+        else:
+            self.prompt.setPlaceholderText(schema.prompt_or_default(klass))
+        self.keep_prompt.setEnabled(klass is not None)
+
+    def keep_class_prompt(self) -> None:
+        """Save the prompt field as the chosen class's prompt in the label schema (empty: back
+        to the built-in one)."""
+        klass = self._chosen_class()
+        schema = self._schema()
+        if klass is None or schema is None:
+            self._show_error("Choose a class first; the prompt is kept for that class.")
+            return
+        new = schema.with_prompt(klass, self.prompt.text())
+        apply = getattr(self.window_, "apply_schema", None)
+        if callable(apply):
+            apply(new)
+        else:  # a window without schema editing: the project's schema at least
+            project = getattr(self.window_, "project", None)
+            if project is not None:
+                project.schema = new
+            doc = self._current_document()
+            if doc is not None:
+                doc.schema = new
+        self.prompt.clear()
+        self._show_class_prompt()
+        self._status(f"The prompt for '{klass}' is saved in the label schema.")
+
+    def _project_settings(self) -> dict[str, Any]:
+        """What the project keeps of this form: the controlnet backend's recipe."""
+        return {"prompt": self.prompt.text().strip(), "strength": float(self.strength.value()),
+                **{k: box.text().strip() for k, box in self.sd_fields.items()}}
+
+    def _save_project_settings(self) -> None:
+        project = getattr(self.window_, "project", None)
+        settings = getattr(project, "settings", None)
+        if isinstance(settings, dict) and self.backend_name == "controlnet":
+            settings[PROJECT_KEY] = self._project_settings()
+
+    def _restore_project_settings(self) -> None:
+        """Show the settings saved with the project, once each time another project opens."""
+        project = getattr(self.window_, "project", None)
+        if project is None or project is self._settings_project:
+            return
+        self._settings_project = project
+        saved = getattr(project, "settings", {}) or {}
+        saved = saved.get(PROJECT_KEY) if isinstance(saved, dict) else None
+        if not isinstance(saved, dict):
+            # a project without a recipe of its own must not inherit the last project's
+            for box in self.sd_fields.values():
+                box.clear()
+            return
+        for key, box in self.sd_fields.items():
+            box.setText(str(saved.get(key) or ""))
+        self.prompt.setText(str(saved.get("prompt") or ""))
+        try:
+            self.strength.setValue(float(saved.get("strength", self.strength.value())))
+        except (TypeError, ValueError):
+            pass  # a hand-edited project file must not stop the panel
 
     # -- running --------------------------------------------------------------------------
     @property
@@ -539,6 +683,7 @@ class GeneratePanel(QWidget):
             return None
         self._regen_item = None
         self._save_settings()
+        self._save_project_settings()
         return self._start(request, docs)
 
     def regenerate(self, item: GalleryItem) -> TaskHandle | None:

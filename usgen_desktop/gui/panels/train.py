@@ -1,4 +1,6 @@
-"""The Train dock: fit the sdm generator to the user's own labelled images, in the worker.
+"""The Train dock: fit a generator to the user's own labelled images, in the worker: the sdm
+model, or for Stable Diffusion a segmentation ControlNet (seeds/000, optionally with a UNet LoRA)
+or a LoRA with a textual-inversion token (seeds/002).
 
 Trains on a dataset folder or on the open project's real images (generated ones are left out:
 a generator must not learn from itself), draws the loss curve live, shows the latest sample
@@ -43,6 +45,14 @@ PROJECT_SOURCE = "project"
 FOLDER_SOURCE = "folder"
 SHIPPED_START = "shipped"  # fine-tune the shipped model made for the data's labels
 PICK_START = "pick"  # the "Another model…" entry: opens a folder dialog
+KINDS = {
+    "sdm": "Label-map diffusion (sdm)",
+    "controlnet": "ControlNet for Stable Diffusion",
+    "lora": "LoRA for Stable Diffusion",
+}
+SD_KINDS = ("controlnet", "lora")
+# each trainer's usual recipe (size, steps, batch), set when the user switches to it
+KIND_DEFAULTS = {"sdm": (128, 2000, 8), "controlnet": (512, 1000, 1), "lora": (512, 500, 1)}
 
 
 @dataclasses.dataclass
@@ -60,6 +70,11 @@ class TrainJob:
     schema: Any = None
     device: str = "auto"
     init_from: str | None = None  # None: random weights; SHIPPED_START or a model folder
+    kind: str = "sdm"  # a KINDS key
+    base: str | None = None  # Stable Diffusion folder (controlnet, lora)
+    controlnet: str | None = None  # ControlNet to start from (controlnet) or to condition (lora)
+    lora_rank: int = 0  # controlnet: 0 = no LoRA in the same run
+    token: str | None = None  # lora: also learn this textual-inversion token
 
 
 def project_triples(documents: Any) -> tuple[list, Any]:
@@ -89,8 +104,9 @@ def train_task(
     job: TrainJob, history: LossHistory, *, progress: ProgressFn, cancel: CancelToken,
     on_sample: Any = None,
 ) -> Any:
-    """The long task: load the data, then ``train_sdm``; losses go into ``history`` as they
-    come (the worker throttles progress signals, so they must not ride on them)."""
+    """The long task: load the data, then ``train_sdm`` (or the ControlNet or LoRA trainer);
+    losses go into ``history`` as they come (the worker throttles progress signals, so they must
+    not ride on them)."""
     from usgen_desktop.synthesis.training.sdm import train_sdm
 
     progress(Progress(0, job.steps, "reading the training images…"))
@@ -120,12 +136,41 @@ def train_task(
             history.append(int(prev.get("step", p.done)), float(prev["loss"]))
         progress(Progress(p.done, p.total, p.message))
 
+    if job.kind in SD_KINDS:
+        return _train_sd(job, triples, schema, relay, cancel)
+
     def sample(step: int, grid: np.ndarray) -> None:
         if on_sample is not None:
             on_sample((step, grid))
 
     return train_sdm(triples, job.out_dir, make_config(job), relay, cancel, on_sample=sample,
                      schema=schema, resume=job.resume, **extra)
+
+
+def _train_sd(job: TrainJob, triples: list, schema: Any, progress: ProgressFn,
+              cancel: CancelToken) -> Any:
+    """The Stable Diffusion trainers: a ControlNet (resumable) or a LoRA (+ token)."""
+    if not job.base:
+        raise UsgenError("Choose the Stable Diffusion folder to train for.")
+    checkpoint_every = max(1, min(250, job.steps))
+    if job.kind == "controlnet":
+        from usgen_desktop.synthesis.training.controlnet import (
+            ControlNetConfig,
+            train_controlnet,
+        )
+
+        cfg = ControlNetConfig(steps=job.steps, batch=job.batch, size=job.size,
+                               lora_rank=job.lora_rank, device=job.device,
+                               checkpoint_every=checkpoint_every)
+        return train_controlnet(triples, schema, job.base, job.out_dir, cfg,
+                                init_from=job.controlnet or None, progress=progress,
+                                cancel=cancel, resume=job.resume)
+    from usgen_desktop.synthesis.training.lora import LoraConfig, train_lora
+
+    cfg = LoraConfig(steps=job.steps, batch=job.batch, size=job.size,
+                     rank=max(1, job.lora_rank), token=job.token or None, device=job.device)
+    return train_lora(triples, schema, job.base, job.out_dir, cfg,
+                      controlnet_dir=job.controlnet or None, progress=progress, cancel=cancel)
 
 
 def checkpoint_step(out_dir: Path) -> int | None:
@@ -151,6 +196,14 @@ class TrainPanel(QWidget):
         self.handle: TaskHandle | None = None
         self.result: Any = None
 
+        self.kind = QComboBox()
+        for key, text in KINDS.items():
+            self.kind.addItem(text, key)
+        self.kind.setToolTip("What to train: the label-map diffusion model (runs on a CPU), or "
+                             "a ControlNet or LoRA for a Stable Diffusion 1.5 folder you have "
+                             "(a GPU is advised)")
+        self._job: TrainJob | None = None
+        self._build_sd_rows()
         self.source = QComboBox()
         self.source.addItem("The open project's images", PROJECT_SOURCE)
         self.source.addItem("A dataset folder", FOLDER_SOURCE)
@@ -167,7 +220,7 @@ class TrainPanel(QWidget):
         self.out_button.clicked.connect(self._pick_out)
         out_row = tight_row(self.out_dir, self.out_button)
         self.size = QComboBox()
-        for s in (64, 128, 256):
+        for s in (64, 128, 256, 512):
             self.size.addItem(f"{s} × {s}", s)
         self.size.setCurrentIndex(1)
         self.steps = QSpinBox()
@@ -200,10 +253,15 @@ class TrainPanel(QWidget):
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("Train", self.kind)
         form.addRow("Train on", self.source)
         form.addRow("Dataset", data_row)
         form.addRow("Model folder", out_row)
         form.addRow("Start from", self.start_from)
+        form.addRow("SD model", self._base_row)
+        form.addRow("ControlNet", self._cn_row)
+        form.addRow("LoRA rank", self.lora_rank)
+        form.addRow("Token", self.token)
         form.addRow("Size", self.size)
         form.addRow("Steps", self.steps)
         form.addRow("Batch", self.batch)
@@ -237,15 +295,92 @@ class TrainPanel(QWidget):
         lay.addWidget(self.plot, 2)
         lay.addWidget(self.log_y)
         lay.addWidget(self.samples, 2)
+        self._form = form
         self.source.currentIndexChanged.connect(self._source_changed)
-        for combo in (self.source, self.size, self.start_from):
+        self.kind.currentIndexChanged.connect(self._kind_changed)
+        for combo in (self.kind, self.source, self.size, self.start_from):
             combo.setSizeAdjustPolicy(
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
         self._restore_settings()
         self._source_changed()
+        self._kind_changed()
 
     # -- form -----------------------------------------------------------------------------
+    def _build_sd_rows(self) -> None:
+        """The Stable Diffusion trainers' fields: base folder, ControlNet, LoRA rank, token."""
+        self.base_dir = QLineEdit()
+        self.base_dir.setPlaceholderText("a Stable Diffusion 1.5 folder")
+        self.base_dir.setToolTip("The Stable Diffusion 1.5 folder (diffusers layout, "
+                                 "safetensors) to train for")
+        base_button = QToolButton()
+        base_button.setText("…")
+        base_button.clicked.connect(lambda: self._pick_into(self.base_dir,
+                                                            "Choose the Stable Diffusion folder"))
+        self._base_row = QWidget()
+        self._base_row.setLayout(tight_row(self.base_dir, base_button))
+        self.cn_dir = QLineEdit()
+        cn_button = QToolButton()
+        cn_button.setText("…")
+        cn_button.clicked.connect(lambda: self._pick_into(self.cn_dir,
+                                                          "Choose the ControlNet folder"))
+        self._cn_row = QWidget()
+        self._cn_row.setLayout(tight_row(self.cn_dir, cn_button))
+        self.lora_rank = QSpinBox()
+        self.lora_rank.setRange(0, 256)
+        self.token = QLineEdit()
+        self.token.setPlaceholderText("none, or a new word such as <us>")
+        self.token.setToolTip("Also learn a textual-inversion token for the class prompts")
+
+    def _pick_into(self, box: QLineEdit, title: str) -> None:
+        folder = QFileDialog.getExistingDirectory(self, title, box.text() or str(Path.home()))
+        if folder:
+            box.setText(folder)
+
+    @property
+    def kind_name(self) -> str:
+        return str(self.kind.currentData())
+
+    def _kind_changed(self, *_: Any) -> None:
+        """Show the rows the chosen trainer takes; the rest are hidden, not greyed."""
+        kind = self.kind_name
+        sd = kind in SD_KINDS
+        prev = getattr(self, "_shown_kind", None)
+        self._shown_kind = kind
+        if prev is not None and prev != kind:  # the user switched: that trainer's recipe
+            size, steps, batch = KIND_DEFAULTS[kind]
+            self.size.setCurrentIndex(max(0, self.size.findData(size)))
+            self.steps.setValue(steps)
+            self.batch.setValue(batch)
+        for field, visible in ((self.start_from, kind == "sdm"),
+                               (self.sample_every, kind == "sdm"),
+                               (self._base_row, sd), (self._cn_row, sd),
+                               (self.lora_rank, sd), (self.token, kind == "lora")):
+            field.setVisible(visible)
+            label = self._form.labelForField(field)
+            if label is not None:
+                label.setVisible(visible)
+        self.resume.setVisible(kind != "lora")  # a LoRA run has no checkpoints to resume
+        if kind == "controlnet":
+            self.cn_dir.setPlaceholderText("none: from the base UNet")
+            self.cn_dir.setToolTip("A ControlNet folder to start from; empty: a copy of the "
+                                   "base UNet's encoder, as the ControlNet paper does")
+            self.lora_rank.setSpecialValueText("none")
+            self.lora_rank.setMinimum(0)
+            self.lora_rank.setToolTip("Also train a LoRA of this rank on the UNet (0: none)")
+        elif kind == "lora":
+            self.cn_dir.setPlaceholderText("none")
+            self.cn_dir.setToolTip("A ControlNet that conditions the LoRA's training on the "
+                                   "label maps; empty: the LoRA learns from prompts alone")
+            self.lora_rank.setSpecialValueText("")
+            self.lora_rank.setMinimum(1)
+            self.lora_rank.setToolTip("Rank of the LoRA matrices (8 is usual)")
+            if self.lora_rank.value() < 1:
+                self.lora_rank.setValue(8)
+        self.size.setEnabled(sd or self.start_from.currentData() is None)
+        self.out_dir.setPlaceholderText("a new folder for the " + (
+            "ControlNet" if kind == "controlnet" else "LoRA" if kind == "lora" else "model"))
+        self.out_dir.setToolTip(self.out_dir.placeholderText())
     def _source_changed(self, *_: Any) -> None:
         folder = self.source.currentData() == FOLDER_SOURCE
         self.dataset.setEnabled(folder)
@@ -300,11 +435,24 @@ class TrainPanel(QWidget):
         out = self.out_dir.text().strip()
         if not out:
             raise UsgenError("Choose a folder for the model first.")
+        kind = self.kind_name
+        sd = kind in SD_KINDS
         job = TrainJob(
             out_dir=Path(out), size=int(self.size.currentData()), steps=int(self.steps.value()),
             batch=int(self.batch.value()), sample_every=int(self.sample_every.value()),
-            resume=self.resume.isChecked(), init_from=self.start_from.currentData(),
+            resume=self.resume.isChecked() and kind != "lora",
+            init_from=self.start_from.currentData() if kind == "sdm" else None, kind=kind,
         )
+        if sd:
+            base = self.base_dir.text().strip()
+            if not base or not Path(base).is_dir():
+                raise UsgenError("Choose the Stable Diffusion folder to train for.")
+            cn = self.cn_dir.text().strip()
+            if cn and not Path(cn).is_dir():
+                raise UsgenError(f"The ControlNet folder '{cn}' does not exist.")
+            job.base, job.controlnet = base, cn or None
+            job.lora_rank = int(self.lora_rank.value())
+            job.token = (self.token.text().strip() or None) if kind == "lora" else None
         if self.source.currentData() == FOLDER_SOURCE:
             folder = self.dataset.text().strip()
             if not folder or not Path(folder).is_dir():
@@ -335,6 +483,7 @@ class TrainPanel(QWidget):
         self.samples.set_image(None, "sample images appear here")
         self.use_button.setEnabled(False)
         self.result = None
+        self._job = job
         self.handle = run_task(
             self, train_task, job, self.plot.history, title="train",
             item_kwarg="on_sample", on_item=self._on_sample, on_done=self._on_done,
@@ -371,9 +520,9 @@ class TrainPanel(QWidget):
             # after the progress widget's own "Done."/"Cancelled" (ended comes last)
             step = getattr(result, "step", None)
             early = ", stopped early" if getattr(result, "cancelled", False) else ""
+            where = getattr(result, "model_dir", None) or getattr(result, "out_dir", None)
             self.progress.message.setText(
-                f"Model saved in {getattr(result, 'model_dir', self.out_dir.text())} "
-                f"(step {step}{early}).")
+                f"Model saved in {where or self.out_dir.text()} (step {step}{early}).")
 
     def use_in_generate(self) -> None:
         """Point the Generate panel at the model this run saved."""
@@ -384,8 +533,25 @@ class TrainPanel(QWidget):
         panel = self.window_.findChild(GeneratePanel)
         if panel is None:
             return
-        panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
-        panel.model_dir.setText(str(self.result.model_dir))
+        job = self._job
+        if job is not None and job.kind in SD_KINDS:
+            # Stable Diffusion with what was trained: the ControlNet (and its LoRA), or the LoRA
+            out = str(job.out_dir)
+            panel.backend.setCurrentIndex(panel.backend.findData("controlnet"))
+            panel.model_dir.setText(job.base or "")
+            fields = panel.sd_fields
+            if job.kind == "controlnet":
+                fields["controlnet_dir"].setText(out)
+                fields["lora"].setText(out if job.lora_rank > 0 else "")
+            else:
+                fields["controlnet_dir"].setText(job.controlnet or "")
+                fields["lora"].setText(out)
+                fields["ti_token"].setText(job.token or "")
+                fields["ti_embedding"].setText(
+                    str(job.out_dir / "learned_embeds.safetensors") if job.token else "")
+        else:
+            panel.backend.setCurrentIndex(panel.backend.findData("sdm"))
+            panel.model_dir.setText(str(self.result.model_dir))
         dock = self.window_.findChild(QDockWidget, "GenerateDock")
         if dock is not None:
             dock.show()
@@ -399,6 +565,12 @@ class TrainPanel(QWidget):
         if s is None:
             return
         self.dataset.setText(str(s.value("train/dataset", "") or ""))
+        self.base_dir.setText(str(s.value("train/sd_base", "") or ""))
+        self.cn_dir.setText(str(s.value("train/sd_controlnet", "") or ""))
+        self.token.setText(str(s.value("train/sd_token", "") or ""))
+        i = self.kind.findData(s.value("train/kind"))
+        if i >= 0:
+            self.kind.setCurrentIndex(i)
         self.out_dir.setText(str(s.value("train/out_dir", "") or ""))
         for combo, key in ((self.source, "train/source"), (self.size, "train/size")):
             value = s.value(key)
@@ -420,6 +592,10 @@ class TrainPanel(QWidget):
         if s is None:
             return
         s.setValue("train/dataset", self.dataset.text().strip())
+        s.setValue("train/kind", self.kind_name)
+        s.setValue("train/sd_base", self.base_dir.text().strip())
+        s.setValue("train/sd_controlnet", self.cn_dir.text().strip())
+        s.setValue("train/sd_token", self.token.text().strip())
         s.setValue("train/out_dir", self.out_dir.text().strip())
         s.setValue("train/source", self.source.currentData())
         s.setValue("train/size", self.size.currentData())

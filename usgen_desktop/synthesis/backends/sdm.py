@@ -39,6 +39,13 @@ from usgen_desktop.synthesis import devices
 CONFIG_NAME = "usgen_model.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 SAMPLERS = ("dpm++", "ddim")
+# the request.params keys this backend reads (any other is a mistake the caller should hear of)
+PARAMS: dict[str, str] = {
+    "sampler": "dpm++ (default) or ddim",
+    "weights": "ema (default) or raw",
+    "fp16": "half precision on CUDA, 1 (default) or 0",
+    "refine": "the texture refiner at the label map's size, 1 (default) or 0",
+}
 DEFAULT_MODEL_NAME = "sdm-default"
 
 
@@ -393,7 +400,7 @@ class SdmBackend:
         self.unet, self.model_hash = cached
         self.weights = sub.name
         self.refiner = None
-        self.provenance: dict[str, Any] = {}
+        self.extra_provenance: dict[str, Any] = {}
         if refine:
             self._load_refiner()
         self.steps_per_item = steps + (self.refiner[1].steps if self.refiner else 0)
@@ -421,7 +428,7 @@ class SdmBackend:
             with _CACHE_LOCK:
                 _CACHE[key] = cached
         self.refiner = cached[:2]
-        self.provenance = {"refiner_hash": cached[2]}
+        self.extra_provenance = {"refiner_hash": cached[2]}
 
     def _check(self, unet) -> None:
         want = 1 + len(self.config.label_ids)
