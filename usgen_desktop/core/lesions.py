@@ -209,9 +209,9 @@ class LesionProposal:
         return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
     def region(self) -> dict[str, Any]:
-        """The manifest's description of the region: bbox, area in pixels and as a fraction."""
-        return {"bbox": list(self.bbox), "area_px": int(self.mask.sum()),
-                "area_fraction": round(float(self.mask.mean()), 6),
+        """The manifest's description of the lesion: bbox, area in pixels and as a fraction,
+        where it was placed."""
+        return {**region_summary(self.mask),
                 "center": [round(self.center[0], 2), round(self.center[1], 2)]}
 
 
@@ -441,6 +441,31 @@ def allowed_region(labels: np.ndarray, sector_id: int | None = None,
         if (tissue & region).any():
             region &= tissue
     return region
+
+
+def inpaint_region(labels: np.ndarray, sector_id: int | None, margin: int) -> np.ndarray:
+    """Where inpainting may change the image (uint8 0/1): every labelled pixel (not background,
+    not the fan of the sector) grown by ``margin`` pixels so the new tissue blends into the
+    old. Shared by the Generate panel's inpainting and ``usgen generate --inpaint``."""
+    lab = np.asarray(labels)
+    region = lab != 0
+    if sector_id is not None:
+        region &= lab != sector_id
+    region = region.astype(np.uint8)
+    if margin > 0 and region.any():
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+        region = cv2.dilate(region, k)
+    return region
+
+
+def region_summary(region: np.ndarray) -> dict[str, Any]:
+    """What a manifest records of an inpainted region: bbox (x0, y0, x1, y1, end exclusive),
+    area in pixels and as a fraction of the image."""
+    ys, xs = np.nonzero(np.asarray(region))
+    if len(xs) == 0:
+        return {"bbox": None, "area_px": 0, "area_fraction": 0.0}
+    return {"bbox": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
+            "area_px": int(len(xs)), "area_fraction": round(len(xs) / np.asarray(region).size, 6)}
 
 
 def lesion_label(schema: Any, preferred: int | None = None) -> int:

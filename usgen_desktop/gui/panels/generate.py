@@ -90,19 +90,11 @@ def available_devices() -> list[str]:
 
 
 def inpaint_region(labels: Any, schema: LabelSchema, margin: int) -> Any:
-    """Where inpainting may change the image: every labelled pixel (not background, not the
-    fan of the sector) grown by ``margin`` pixels so the new tissue blends into the old."""
-    import cv2
-    import numpy as np
+    """Where inpainting may change the image (``core.lesions.inpaint_region``, shared with
+    the command line)."""
+    from usgen_desktop.core.lesions import inpaint_region as region_of
 
-    region = labels != 0
-    if schema.sector_id is not None:
-        region &= labels != schema.sector_id
-    region = region.astype(np.uint8)
-    if margin > 0 and region.any():
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
-        region = cv2.dilate(region, k)
-    return region
+    return region_of(labels, schema.sector_id, margin)
 
 
 def generate_task(request: Any, *, progress: Any, cancel: Any, on_result: Any = None) -> list:
