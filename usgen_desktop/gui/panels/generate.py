@@ -556,6 +556,28 @@ class GeneratePanel(QWidget):
         self._regen_item = item
         return self._start(request, [src])
 
+    def inpaint_region_of(self, doc: Document, region: Any, klass: str | None,
+                          seed: int | None = None) -> TaskHandle | None:
+        """Regenerate ``doc``'s image inside ``region`` only, with sdm (the lesion tool's
+        Accept); the result reaches the gallery like any other."""
+        if self.running:
+            self._status("A generation is running; inpaint the lesion when it has finished.")
+            return None
+        try:
+            if doc.image is None or doc.image.shape != doc.shape:
+                raise UsgenError(f"'{doc.name}' has no image to inpaint the lesion into.")
+            request = self.build_request([doc], seed=seed, count=1, backend="sdm")
+            request.model_dir = request.model_dir or default_model_dir("sdm", doc.schema) or None
+            request.init_images = [doc.image.to_uint8().copy()]
+            request.inpaint_masks = [region]
+            request.classes = [klass]
+            request.validate()
+        except UsgenError as exc:
+            self._show_error(str(exc))
+            return None
+        self._regen_item = None
+        return self._start(request, [doc])
+
     def _start(self, request: Any, docs: list[Document]) -> TaskHandle:
         self._sources = list(docs)
         self._classes = list(request.classes or [None] * len(docs))
