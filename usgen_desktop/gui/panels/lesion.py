@@ -119,9 +119,11 @@ class LesionTool(CanvasTool):
         self._set_mask(prop.mask)
         self._repaint(canvas, old)
         moved = np.hypot(prop.center[0] - x, prop.center[1] - y) > 2
-        self.notify(f"{self.klass} lesion, {100 * prop.area_fraction:.1f} % of the image, seed "
+        learned = ("this project's masks" if model.source == "this project's masks"
+                   else f"the '{doc.schema.name}' statistics shipped with USGen")
+        self.notify(f"{self.klass}, {100 * prop.area_fraction:.1f} % of the image, seed "
                     f"{self.seed}{' (moved to fit the tissue)' if moved else ''}; shapes from "
-                    f"{model.source}.")
+                    f"{learned}.")
         return True
 
     def reroll(self, canvas: Canvas) -> bool:
@@ -403,8 +405,17 @@ def install(window: QMainWindow) -> LesionPanel:
     dock = QDockWidget("Lesion", window)
     dock.setObjectName("LesionDock")
     dock.setWidget(panel)
-    window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+    # the left column has room under the image list; the right one is full (labels, generate)
+    window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
     dock.hide()
-    tool.on_activate = dock.show
+
+    def show_dock() -> None:
+        if not dock.isVisible():
+            dock.show()
+            # tall enough for the form and two lines of status, not the default sliver
+            window.resizeDocks([dock], [panel.sizeHint().height() + 40],
+                               Qt.Orientation.Vertical)
+
+    tool.on_activate = show_dock
     window.register_tool(tool)
     return panel
