@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from tests.gui.test_editor import drag, shown, wpos
+from tests.gui.test_editor import drag, shortcut, shown, wpos
 from tests.gui.test_generate_panel import fake_backend  # noqa: F401
 from usgen_desktop.core.document import Document
 from usgen_desktop.core.image import UltrasoundImage
@@ -39,7 +39,8 @@ def window(qtbot, tmp_path, fake_backend):  # noqa: F811
     gen.backend.setCurrentIndex(gen.backend.findData("speckle"))
     panel = lesion_panel.install(win)
     win = shown(qtbot, win)
-    win.select_tool("lesion")
+    shortcut(qtbot, win, Qt.Key.Key_M)  # M for mass: the tool and its dock
+    assert win.canvas.tool is win.tools["lesion"]
     panel.klass.setCurrentIndex(panel.klass.findData("malignant"))
     panel.size.setCurrentIndex(panel.size.findData("medium"))
     win.lesion_panel_ = panel

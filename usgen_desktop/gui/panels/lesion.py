@@ -1,8 +1,8 @@
 """Add a lesion (paper 001): click a scan, get a proposed lesion mask, re-roll or touch it up,
 accept it, and have the image inpainted inside it.
 
-The Add-lesion tool (L) proposes, at the clicked point, a lesion of the class and size chosen in
-the Lesion dock (``core.lesions``: shapes learned from this project's own masks of that class
+The Add-lesion tool (M, for mass) proposes, at the clicked point, a lesion of the class and
+size chosen in the Lesion dock (``core.lesions``: shapes learned from this project's own masks of that class
 when it has enough, else the statistics shipped for its labels), inside the tissue or the fan
 and off other labels. The proposal is shown over the scan, not yet in the label map: R (or
 Re-roll) draws another shape at the same place, a drag paints more of it with the brush size,
@@ -60,7 +60,7 @@ class LesionTool(CanvasTool):
     name = "lesion"
     title = "Add lesion"
     icon = "fa5s.plus-circle"
-    shortcut = "L"
+    shortcut = "M"  # a mass, in BI-RADS words (L is the label lock)
     tooltip = ("click a scan to propose a lesion of the class chosen in the Lesion dock; R "
                "re-rolls, drag paints, Shift+drag erases, Enter accepts, Esc drops it")
 
@@ -292,7 +292,7 @@ class LesionPanel(QWidget):
         self.inpaint.setChecked(True)
         self.inpaint.setToolTip("After Accept, regenerate the image inside the lesion with the "
                                 "sdm model; the result appears in the gallery")
-        self.info = QLabel("Choose the tool (L) and click a scan where the lesion goes.")
+        self.info = QLabel("Choose the tool (M) and click a scan where the lesion goes.")
         self.info.setWordWrap(True)
         form = QFormLayout()
         form.addRow("Class", self.klass)
