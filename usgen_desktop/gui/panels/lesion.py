@@ -2,13 +2,13 @@
 accept it, and have the image inpainted inside it.
 
 The Add-lesion tool (M, for mass) proposes, at the clicked point, a lesion of the class and
-size chosen in the Lesion dock (``core.lesions``: shapes learned from this project's own masks of that class
-when it has enough, else the statistics shipped for its labels), inside the tissue or the fan
-and off other labels. The proposal is shown over the scan, not yet in the label map: R (or
-Re-roll) draws another shape at the same place, a drag paints more of it with the brush size,
-Shift+drag erases, Esc drops it. Enter (or Accept) writes it into the label map as one undo step
-and, with "Inpaint the image" on, asks the Generate panel to regenerate the image inside the
-lesion (sdm inpainting); the new image reaches the gallery like any other.
+size chosen in the Lesion dock (``core.lesions``: shapes learned from this project's own masks
+of that class when it has enough, else the statistics shipped for its labels), inside the
+tissue or the fan and off other labels. The proposal is shown over the scan, not yet in the
+label map: R (or Re-roll) draws another shape at the same place, a drag paints more of it with
+the brush size, Shift+drag erases, Esc drops it. Enter (or Accept) writes it into the label map
+as one undo step and, with "Inpaint the image" on, asks the Generate panel to regenerate the
+image inside the lesion (sdm inpainting); the new image reaches the gallery like any other.
 """
 
 from __future__ import annotations
@@ -385,6 +385,10 @@ class LesionPanel(QWidget):
 
     def _accepted(self, doc: Document, mask: np.ndarray, klass: str | None) -> None:
         if not self.inpaint.isChecked() or not mask.any():
+            return
+        if doc.image is None:  # a label map awaiting generation: nothing to inpaint into
+            self.info.setText(f"Accepted the {klass} lesion; this label map has no image to "
+                              "inpaint, so Generate makes the whole image.")
             return
         from usgen_desktop.gui.panels.generate import GeneratePanel
 
