@@ -4,6 +4,9 @@ inpainted inside the lesion through the Generate panel (a fake backend here)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
@@ -21,12 +24,16 @@ from usgen_desktop.io.project import Project
 pytestmark = pytest.mark.gui
 
 
+SOURCE = Path("/scans/normal1.png")  # where the scan was read from (never opened here)
+
+
 def normal_scan(h: int = 120, w: int = 160) -> Document:
     rng = np.random.default_rng(0)
     img = np.zeros((h, w), np.uint8)
     img[6:-10, 12:-12] = rng.integers(60, 200, (h - 16, w - 24))  # a black frame around
-    return Document(LabelMap.empty(h, w), load_preset("busi"), UltrasoundImage(img),
-                    name="normal1", tags={"class": "normal"})
+    return Document(LabelMap.empty(h, w), load_preset("busi"),
+                    UltrasoundImage(img, source=SOURCE), name="normal1",
+                    tags={"class": "normal"})
 
 
 @pytest.fixture
@@ -51,8 +58,8 @@ def click(qtbot, win, x, y):
     qtbot.mouseClick(win.canvas, Qt.MouseButton.LeftButton, pos=wpos(win, x, y))
 
 
-def test_propose_reroll_edit_accept_is_one_undo_step_then_inpaints(qtbot, window,
-                                                                   fake_backend):  # noqa: F811
+def test_propose_reroll_edit_accept_is_one_undo_step_then_inpaints(
+        qtbot, window, fake_backend, tmp_path):  # noqa: F811
     doc = window.current_document()
     tool = window.tools["lesion"]
     panel = window.lesion_panel_
@@ -86,6 +93,18 @@ def test_propose_reroll_edit_accept_is_one_undo_step_then_inpaints(qtbot, window
     region = request.inpaint_masks[0] > 0
     assert region[proposal].all() and region.sum() > proposal.sum()
     assert np.array_equal(request.init_images[0], doc.image.to_uint8())
+    # the accepted result and its export say which image was kept and where it changed
+    new = gen.gallery.accept_all()[0]
+    region = new.provenance["inpaint"]["region"]
+    ys, xs = np.nonzero(proposal)
+    x0, y0, x1, y1 = region["bbox"]
+    assert x0 <= xs.min() and xs.max() < x1 and y0 <= ys.min() and ys.max() < y1
+    assert region["area_px"] > proposal.sum()
+    from usgen_desktop.export.pairs import export_pairs
+
+    export_pairs([new], tmp_path / "export", "folder")
+    rec = json.loads((tmp_path / "export" / "manifest.jsonl").read_text().splitlines()[0])
+    assert rec["source"] == str(SOURCE) and rec["provenance"]["inpaint"]["region"] == region
     window.act_undo.trigger()
     assert not doc.labels.data.any()
 
