@@ -103,6 +103,8 @@ def test_a_click_at_the_border_moves_the_lesion_inside_the_image(made_up_model):
         assert p.mask.any()
         assert not p.mask[:2].any() and not p.mask[-2:].any()
         assert not p.mask[:, :2].any() and not p.mask[:, -2:].any()
+        x0, _, _, y1 = p.bbox  # moved only as far as it must: into the corner it was asked at
+        assert x0 <= 3 and y1 >= 80 - 3
 
 
 def test_proposal_stays_inside_the_fan_and_off_other_labels(made_up_model):

@@ -324,10 +324,9 @@ class LesionModel:
             if spot is not None:
                 cx, cy = spot
                 mask = np.zeros((h, w), bool)
-                kh, kw = kernel.shape
-                x0, y0 = cx - anchor[0], cy - anchor[1]
-                mask[y0:y0 + kh, x0:x0 + kw] = kernel
-                mask &= region  # already inside; guards the rounding of the outline's edge
+                ys, xs = np.nonzero(kernel)  # its box's empty margin may hang over the edge
+                mask[ys + cy - anchor[1], xs + cx - anchor[0]] = True
+                mask &= region  # already inside (checked); a guard all the same
                 pts = outline + [cx + 0.0, cy + 0.0]
                 return LesionProposal(mask=mask, outline=pts, klass=klass, seed=int(seed),
                                       center=(float(cx), float(cy)),
@@ -376,11 +375,14 @@ def _fitting_center(region: np.ndarray, kernel: np.ndarray, anchor: tuple[int, i
 
 
 def _covers_only(region: np.ndarray, kernel: np.ndarray, x0: int, y0: int) -> bool:
-    kh, kw = kernel.shape
+    """Whether every pixel of ``kernel`` placed with its box's corner at (x0, y0) lies inside
+    the image and on ``region`` (the box's empty margin may hang over the edge)."""
+    ys, xs = np.nonzero(kernel)
+    ys, xs = ys + y0, xs + x0
     h, w = region.shape
-    if x0 < 0 or y0 < 0 or x0 + kw > w or y0 + kh > h:
+    if ys.min() < 0 or xs.min() < 0 or ys.max() >= h or xs.max() >= w:
         return False
-    return bool(region[y0:y0 + kh, x0:x0 + kw][kernel].all())
+    return bool(region[ys, xs].all())
 
 
 def _nearest_true(ok: np.ndarray, x: float, y: float, verify: Any = None
