@@ -9,6 +9,8 @@ units). The floor is the same distance between the train and held-out *real* les
 samples of the same thing); an ellipse of the class's median area and aspect is the baseline a
 shape model must beat.
 
+Then proposals on every BUSI normal scan: none may fail to find room or leave the tissue.
+
 ``--write-shipped`` refits on all of BUSI and writes ``resources/lesions/busi.json``
 (statistics only, no pixels). Skips cleanly when the data are not there.
 
@@ -28,10 +30,12 @@ import numpy as np
 
 from usgen_desktop.core.lesions import (
     STAT_NAMES,
+    allowed_region,
     fit_lesion_model,
     lesion_components,
     shape_stats,
 )
+from usgen_desktop.errors import UsgenError
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "busi"
@@ -99,6 +103,31 @@ def ellipse_stats(shapes: list[tuple[int, int]], area: float, aspect: float,
     return {k: np.asarray(v) for k, v in vals.items()}
 
 
+def on_normal_scans(model, per_class: int = 3) -> str:
+    """Proposals on every BUSI normal scan at the class's usual place: how many fail, how many
+    lie wholly inside the tissue mask, how many had to move to fit."""
+    files = sorted((DATA / "normal" / "images").glob("*.png"))
+    n = fails = inside = moved = 0
+    t0 = time.perf_counter()
+    for i, f in enumerate(files):
+        img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+        allowed = allowed_region(np.zeros_like(img), None, img)
+        for klass in CLASSES:
+            for s in range(per_class):
+                n += 1
+                try:
+                    p = model.propose(img.shape, klass, 100 * i + s, allowed=allowed)
+                except UsgenError:
+                    fails += 1
+                    continue
+                inside += bool(allowed[p.mask].all())
+                moved += bool(np.hypot(p.center[0] - p.asked_at[0],
+                                       p.center[1] - p.asked_at[1]) > 2)
+    ms = (time.perf_counter() - t0) / max(n, 1) * 1000
+    return (f"{n} proposals on {len(files)} normal scans: {fails} found no room, {inside} wholly "
+            f"inside the tissue, {moved} moved to fit; {ms:.0f} ms each with the tissue mask")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write-shipped", action="store_true")
@@ -147,6 +176,7 @@ def main() -> int:
                   f"{ks(ref[k], held[k]):.2f} ({w1(ref[k], held[k]):.3f}) | "
                   f"{ks(ell[k], held[k]):.2f} |")
         print(f"  {klass}: {per:.1f} ms per proposal", file=sys.stderr)
+    print(on_normal_scans(model))
     return 0
 
 

@@ -362,6 +362,9 @@ def _fitting_center(region: np.ndarray, kernel: np.ndarray, anchor: tuple[int, i
     h, w = region.shape
     if kh > h or kw > w:
         return None
+    x, y = int(round(asked[0])), int(round(asked[1]))
+    if _covers_only(region, kernel, x - ax, y - ay):
+        return x, y  # fits where it was asked: the usual case, no search
     # count the forbidden pixels under the kernel for every anchor position (an FFT
     # correlation: exact to rounding); outside the image counts as forbidden
     bad = np.ones((h + 2 * kh, w + 2 * kw), np.float32)
@@ -390,8 +393,10 @@ def _nearest_true(ok: np.ndarray, x: float, y: float, verify: Any = None
     ys, xs = np.nonzero(ok)
     if len(xs) == 0:
         return None
-    order = np.argsort((xs - x) ** 2 + (ys - y) ** 2, kind="stable")
-    for i in order[:64] if verify is not None else order[:1]:
+    d2 = (xs - x) ** 2 + (ys - y) ** 2
+    near = np.argpartition(d2, min(63, len(d2) - 1))[:64] if len(d2) > 64 else np.arange(len(d2))
+    order = near[np.lexsort((near, d2[near]))]  # nearest first; ties by position: stable
+    for i in order if verify is not None else order[:1]:
         cx, cy = int(xs[i]), int(ys[i])
         if verify is None or verify(cx, cy):
             return cx, cy
