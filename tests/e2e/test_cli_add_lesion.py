@@ -95,6 +95,22 @@ def test_add_lesion_writes_new_image_and_mask_and_records_source_and_region(
         assert np.array_equal(lab == 1, masks[r["case"]])
 
 
+def test_add_lesion_shards_make_the_unsharded_run(tmp_path, tiny_model):
+    ds = _normal_dataset(tmp_path / "ds")
+    common = ["--masks", str(ds), "--add-lesion", "benign", "--count", "2", "--model",
+              str(tiny_model), "--seed", "5"]
+    assert _gen(*common, "--out", str(tmp_path / "all")) == 0
+    for shard in ("1/2", "2/2"):
+        assert _gen(*common, "--shard", shard, "--out", str(tmp_path / "parts")) == 0
+
+    def files(folder: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes()
+                for sub in ("images", "masks") for p in sorted((folder / sub).iterdir())}
+
+    assert files(tmp_path / "all") == files(tmp_path / "parts")
+    assert len(files(tmp_path / "all")) == 8
+
+
 def test_inpaint_regenerates_the_painted_region_only(tmp_path, tiny_model):
     ds = _normal_dataset(tmp_path / "ds", painted=True)
     out = tmp_path / "out"

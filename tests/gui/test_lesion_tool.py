@@ -71,6 +71,10 @@ def test_propose_reroll_edit_accept_is_one_undo_step_then_inpaints(
     assert abs(xs.mean() - 80) < 6 and abs(ys.mean() - 55) < 6
     tissue = doc.image.pixels > 0
     assert tissue[tool.mask].all()  # on the scan, off the black frame
+    # a new size (or class) redraws the proposal at the same place
+    medium = int(tool.mask.sum())
+    panel.size.setCurrentIndex(panel.size.findData("large"))
+    assert int(tool.mask.sum()) > medium
     first = tool.mask.copy()
     window.canvas.setFocus()
     qtbot.keyClick(window.canvas, Qt.Key.Key_R)

@@ -334,9 +334,17 @@ class LesionPanel(QWidget):
 
     def _class_changed(self, *_: Any) -> None:
         self.tool.klass = self.klass.currentData()
+        self._propose_again()
 
     def _size_changed(self, *_: Any) -> None:
         self.tool.size = self.size.currentData() or "class"
+        self._propose_again()
+
+    def _propose_again(self) -> None:
+        """A proposal on screen follows a new class or size at once, at the same place."""
+        canvas = getattr(self.window_, "canvas", None)
+        if canvas is not None and self.tool.mask is not None and self.tool.asked is not None:
+            self.tool.propose(canvas, *self.tool.asked)
 
     def _documents(self) -> list[Document]:
         project = getattr(self.window_, "project", None)
