@@ -12,6 +12,10 @@ and renamed, and its manifest line goes in last; a run started again on the same
 the items whose files and line exist, so an interrupted run resumes where it stopped. (The pairs
 are written here rather than by ``usgen_desktop.export``, whose ``export_pairs`` takes finished
 documents in one call and cannot append pair by pair while a generation runs.)
+
+``--add-lesion CLASS`` (a proposed lesion on every normal scan, inpainted) and ``--inpaint``
+(painted regions regenerated) keep the source images; ``cli/inpaint_plan.py`` makes their
+label maps and regions, and each manifest line gains an ``inpaint`` entry.
 """
 
 from __future__ import annotations
