@@ -24,7 +24,8 @@ def _loaded_heavy(module: str) -> list[str]:
 
 
 def test_core_io_export_and_cli_import_no_qt_or_torch():
-    modules = "usgen_desktop.core, usgen_desktop.core.document, usgen_desktop.io, " \
+    modules = "usgen_desktop.core, usgen_desktop.core.document, usgen_desktop.core.lesions, " \
+              "usgen_desktop.io, " \
               "usgen_desktop.export, usgen_desktop.cli.main, usgen_desktop.cli.export_cmd"
     assert _loaded_heavy(modules) == []
 

@@ -12,6 +12,10 @@ and renamed, and its manifest line goes in last; a run started again on the same
 the items whose files and line exist, so an interrupted run resumes where it stopped. (The pairs
 are written here rather than by ``usgen_desktop.export``, whose ``export_pairs`` takes finished
 documents in one call and cannot append pair by pair while a generation runs.)
+
+``--add-lesion CLASS`` (a proposed lesion on every normal scan, inpainted) and ``--inpaint``
+(painted regions regenerated) keep the source images; ``cli/inpaint_plan.py`` makes their
+label maps and regions, and each manifest line gains an ``inpaint`` entry.
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "when there is one, else speckle), speckle, sdm or controlnet")
     p.add_argument("--model", metavar="DIR",
                    help="model folder (sdm, controlnet; with --backend auto it means sdm)")
-    p.add_argument("--per-mask", type=int, default=1, metavar="K", help="images per label map")
+    p.add_argument("--per-mask", "--count", dest="per_mask", type=int, default=1, metavar="K",
+                   help="images per label map (per normal scan with --add-lesion)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="base seed (default 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--format", default="folder", help="folder (default) or nnunet")
@@ -72,6 +77,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "controlnet: controlnet_dir, lora, ti_token, ti_embedding, strength, "
                    "low_memory, resolution, negative")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    change = p.add_mutually_exclusive_group()
+    change.add_argument("--add-lesion", metavar="CLASS", default=None,
+                        help="add a proposed lesion of CLASS to every normal scan (an image "
+                        "with an empty mask) and inpaint it (sdm), writing the new image and "
+                        "mask; --count K lesions per scan")
+    change.add_argument("--inpaint", action="store_true",
+                        help="regenerate only the labelled region of each source image (sdm), "
+                        "keeping the rest")
+    p.add_argument("--margin", type=int, default=6, metavar="PX",
+                   help="with --add-lesion or --inpaint: how far around the region the image "
+                   "may change, to blend in (default 6)")
     p.set_defaults(func=run)
 
 
@@ -150,6 +166,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsgenError(f"Unknown format '{args.format}' (choose folder or nnunet).")
     if args.per_mask < 1:
         raise UsgenError("--per-mask must be at least 1.")
+    if args.add_lesion or args.inpaint:
+        what = "--add-lesion" if args.add_lesion else "--inpaint"
+        if args.backend not in (AUTO, "sdm"):
+            raise UsgenError(f"{what} inpaints with the sdm backend, not '{args.backend}'.")
+        if args.size:
+            raise UsgenError(f"{what} keeps the source images, so it cannot take --size.")
+        if args.demo:
+            raise UsgenError(f"{what} needs a dataset of images (--masks DATASET), not --demo.")
+        if not 0 <= args.margin <= 256:
+            raise UsgenError("--margin must lie between 0 and 256 pixels.")
     shard = parse_shard(args.shard)
     size = parse_size(args.size)
     params = parse_params(args.param)
@@ -187,7 +213,9 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
     schema = found.schema
     names = [d.name for d in docs]
     classes = [args.klass or d.tags.get("class") for d in docs]
-    backend, model_dir = choose_backend(args.backend, args.model, schema, masks)
+    plan = _inpaint_plan(args, docs, schema, classes)
+    backend, model_dir = choose_backend("sdm" if plan is not None else args.backend,
+                                        args.model, schema, masks)
     if backend == "sdm" and not model_dir:
         from usgen_desktop.synthesis.request import default_sdm_model
 
@@ -211,6 +239,10 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
         guidance=guidance, size=size, count=args.per_mask, device=args.device,
         params=params, names=names, prompt=prompt, strength=strength, threads=args.threads,
     )
+    if plan is not None:  # the source images kept, the regions regenerated
+        request.label_maps, request.count = plan.label_maps, plan.count
+        request.init_images, request.inpaint_masks = plan.init_images, plan.inpaint_masks
+        request.classes, request.names = plan.classes, [d.name for d in plan.docs]
     request.validate()
 
     layout = LAYOUTS[args.format]
@@ -223,12 +255,15 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
         "params": params, "format": args.format,
         **({"prompt": prompt, "strength": strength} if backend == "controlnet" else {}),
     }
+    if plan is not None:
+        signature.update(add_lesion=args.add_lesion, inpaint=bool(args.inpaint),
+                         margin=args.margin)
     _claim_folder(target, signature)
     # Label ids are remapped for nnU-Net from every map (not this shard's), so shards agree.
-    used = {int(i) for d in docs for i in d.labels.ids()}
+    used = {int(i) for lm in request.label_maps for i in lm.ids()}
     mapping = LabelMapping.build(schema, used, consecutive=layout.remap)
     map_cases = case_ids(names)
-    total = len(docs) * args.per_mask
+    total = request.total
     _drop_torn_line(target / MANIFEST)
     done = _finished_items(target, layout)
     todo = [i for i in shard_items(total, shard) if i not in done]
@@ -260,9 +295,14 @@ def generate_dataset(masks: Path, out: Path, args: argparse.Namespace, shard: tu
         nonlocal written
         if written == 0:
             _claim_folder(target, signature, write=True)
-        m, r = divmod(res.index, args.per_mask)
-        case = f"{map_cases[m]}_{r:03d}"
-        _write_pair(target, layout, case, res, mapping, docs[m], schema)
+        if plan is not None:
+            m, case = plan.case(res.index)
+            _write_pair(target, layout, case, res, mapping, plan.docs[m], schema,
+                        extra={"inpaint": plan.records[m]})
+        else:
+            m, r = divmod(res.index, args.per_mask)
+            case = f"{map_cases[m]}_{r:03d}"
+            _write_pair(target, layout, case, res, mapping, docs[m], schema)
         written += 1
 
     from usgen_desktop.synthesis.devices import oom_as_user_error
@@ -390,8 +430,23 @@ def _finished_items(target: Path, layout: Any) -> set[int]:
     return done
 
 
+def _inpaint_plan(args: argparse.Namespace, docs: list, schema: Any,
+                  classes: list[str | None]) -> Any:
+    """The maps, source images and regions of --add-lesion or --inpaint (None otherwise)."""
+    from usgen_desktop.cli.inpaint_plan import plan_add_lesion, plan_inpaint
+    from usgen_desktop.export.layouts import case_ids
+
+    if not (getattr(args, "add_lesion", None) or getattr(args, "inpaint", False)):
+        return None
+    cases = case_ids([d.name for d in docs])
+    if args.add_lesion:
+        return plan_add_lesion(docs, cases, schema, args.add_lesion, args.per_mask, args.seed,
+                               args.margin)
+    return plan_inpaint(docs, cases, schema, classes, args.per_mask, args.margin)
+
+
 def _write_pair(target: Path, layout: Any, case: str, res: Any, mapping: Any, doc: Any,
-                schema: Any) -> None:
+                schema: Any, extra: dict[str, Any] | None = None) -> None:
     from usgen_desktop.errors import ExportError
     from usgen_desktop.io.atomic import dumps_json, write_png_pair_atomic
 
@@ -411,6 +466,7 @@ def _write_pair(target: Path, layout: Any, case: str, res: Any, mapping: Any, do
         "height": int(res.image.shape[0]),
         "width": int(res.image.shape[1]),
         "provenance": res.provenance,
+        **(extra or {}),
     }
     try:
         image_path.parent.mkdir(parents=True, exist_ok=True)

@@ -233,6 +233,10 @@ def document_from_result(item: GalleryItem) -> Document:
         tags["class"] = item.klass
     base = src.name if src is not None else "label map"
     backend = res.provenance.get("backend", "synthetic")
+    provenance = dict(res.provenance)
+    if "inpaint" in provenance and src is not None and src.image is not None \
+            and src.image.source:
+        provenance["source"] = str(src.image.source)  # the image it kept outside the region
     return Document(
         labels=res.label_map.copy(),
         schema=schema,
@@ -240,7 +244,7 @@ def document_from_result(item: GalleryItem) -> Document:
         name=f"{base} · {backend} seed {item.seed}",
         tags=tags,
         parent=src.uid if src is not None else None,
-        provenance=dict(res.provenance),
+        provenance=provenance,
     )
 
 

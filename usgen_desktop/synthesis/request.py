@@ -210,6 +210,9 @@ def run(
             # controlnet backend's strength from params, its text-to-image mode)
             **dict(getattr(backend, "extra_provenance", None) or {}),
         }
+        region = _inpainted_region(request, map_index)
+        if region is not None:
+            prov["inpaint"] = {"region": region}
         res = Result(image=image, label_map=lm, provenance=prov, index=item, source_index=map_index)
         results.append(res)
         if on_result is not None:
@@ -217,6 +220,19 @@ def run(
         progress(Progress((n + 1) * steps_per_item, total_steps, f"finished {n + 1} of {len(items)}",
                           image))
     return results
+
+
+def _inpainted_region(request: GenerationRequest, map_index: int) -> dict[str, Any] | None:
+    """The region an sdm item regenerated (bbox + area), for its provenance; None when the
+    whole image was generated (other backends do not inpaint)."""
+    masks = request.inpaint_masks
+    if request.backend != "sdm" or masks is None or map_index >= len(masks):
+        return None
+    if masks[map_index] is None:
+        return None
+    from usgen_desktop.core.lesions import region_summary
+
+    return region_summary(np.asarray(masks[map_index]) > 0)
 
 
 def model_recommendations(model_dir: str | None) -> dict[str, Any]:

@@ -106,19 +106,11 @@ def available_devices() -> list[str]:
 
 
 def inpaint_region(labels: Any, schema: LabelSchema, margin: int) -> Any:
-    """Where inpainting may change the image: every labelled pixel (not background, not the
-    fan of the sector) grown by ``margin`` pixels so the new tissue blends into the old."""
-    import cv2
-    import numpy as np
+    """Where inpainting may change the image (``core.lesions.inpaint_region``, shared with
+    the command line)."""
+    from usgen_desktop.core.lesions import inpaint_region as region_of
 
-    region = labels != 0
-    if schema.sector_id is not None:
-        region &= labels != schema.sector_id
-    region = region.astype(np.uint8)
-    if margin > 0 and region.any():
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
-        region = cv2.dilate(region, k)
-    return region
+    return region_of(labels, schema.sector_id, margin)
 
 
 def generate_task(request: Any, *, progress: Any, cancel: Any, on_result: Any = None) -> list:
@@ -708,6 +700,28 @@ class GeneratePanel(QWidget):
             request.model_dir = prov["model_dir"]
         self._regen_item = item
         return self._start(request, [src])
+
+    def inpaint_region_of(self, doc: Document, region: Any, klass: str | None,
+                          seed: int | None = None) -> TaskHandle | None:
+        """Regenerate ``doc``'s image inside ``region`` only, with sdm (the lesion tool's
+        Accept); the result reaches the gallery like any other."""
+        if self.running:
+            self._status("A generation is running; inpaint the lesion when it has finished.")
+            return None
+        try:
+            if doc.image is None or doc.image.shape != doc.shape:
+                raise UsgenError(f"'{doc.name}' has no image to inpaint the lesion into.")
+            request = self.build_request([doc], seed=seed, count=1, backend="sdm")
+            request.model_dir = request.model_dir or default_model_dir("sdm", doc.schema) or None
+            request.init_images = [doc.image.to_uint8().copy()]
+            request.inpaint_masks = [region]
+            request.classes = [klass]
+            request.validate()
+        except UsgenError as exc:
+            self._show_error(str(exc))
+            return None
+        self._regen_item = None
+        return self._start(request, [doc])
 
     def _start(self, request: Any, docs: list[Document]) -> TaskHandle:
         self._sources = list(docs)
