@@ -360,3 +360,51 @@ def test_fine_tune_without_a_shipped_model_is_one_sentence(qtbot, fake_trainer, 
     qtbot.waitUntil(lambda: bool(window.errors), timeout=5000)
     assert "No shipped model was made for the echo labels" in window.errors[-1]
     assert "data" not in fake_trainer  # the trainer never ran
+
+
+def test_texture_refiner_trains_into_a_whole_model_folder(qtbot, tmp_path):
+    """Train kind "Texture refiner": the model folder gets a copy of the base sdm model plus the
+    new refiner/, and Generate then records the refiner."""
+    import torch
+
+    from usgen_desktop.core.labels import load_preset
+    from usgen_desktop.gui.panels import train
+    from usgen_desktop.synthesis.backends.sdm import SdmConfig, build_unet, save_model
+
+    torch.manual_seed(0)
+    cfg = SdmConfig(size=(16, 16), schema=load_preset("busi"),
+                    classes=["normal", "benign", "malignant"])
+    base = tmp_path / "base"
+    save_model(build_unet(cfg, block_out_channels=(8, 16), norm_num_groups=4,
+                          attention_head_dim=4), cfg, base)
+    window = make_window()
+    qtbot.addWidget(window)
+    panel = train.install(window)
+    panel.kind.setCurrentIndex(panel.kind.findData("refiner"))
+    assert panel.start_from.isVisibleTo(panel) and not panel.sample_every.isVisibleTo(panel)
+    at = panel.start_from.count() - 1
+    panel.start_from.insertItem(at, "base", str(base))
+    panel.start_from.setCurrentIndex(at)
+    out = tmp_path / "mine"
+    panel.out_dir.setText(str(out))
+    panel.size.setCurrentIndex(panel.size.findData(64))
+    panel.steps.setValue(2)
+    panel.batch.setValue(2)
+    handle = panel.train()
+    assert handle is not None
+    with qtbot.waitSignal(handle.finished, timeout=120_000):
+        pass
+    assert not window.errors
+    assert (out / "usgen_model.json").is_file() and (out / "unet").is_dir()
+    assert (out / "refiner" / "usgen_model.json").is_file()
+    assert handle.result.step == 2 and handle.result.model_dir == out
+    assert len(panel.plot.history) == 2
+
+    from usgen_desktop.core.labels import LabelMap
+    from usgen_desktop.synthesis.request import GenerationRequest, run
+
+    lab = np.zeros((40, 56), np.uint8)
+    lab[10:20, 10:30] = 1
+    res = run(GenerationRequest([LabelMap(lab)], load_preset("busi"), backend="sdm",
+                                model_dir=str(out), classes=["benign"], steps=2, device="cpu"))
+    assert len(res[0].provenance["refiner_hash"]) == 16

@@ -49,10 +49,12 @@ KINDS = {
     "sdm": "Label-map diffusion (sdm)",
     "controlnet": "ControlNet for Stable Diffusion",
     "lora": "LoRA for Stable Diffusion",
+    "refiner": "Texture refiner for sdm (images only)",
 }
 SD_KINDS = ("controlnet", "lora")
 # each trainer's usual recipe (size, steps, batch), set when the user switches to it
-KIND_DEFAULTS = {"sdm": (128, 2000, 8), "controlnet": (512, 1000, 1), "lora": (512, 500, 1)}
+KIND_DEFAULTS = {"sdm": (128, 2000, 8), "controlnet": (512, 1000, 1), "lora": (512, 500, 1),
+                 "refiner": (128, 2000, 8)}
 
 
 @dataclasses.dataclass
@@ -138,6 +140,8 @@ def train_task(
 
     if job.kind in SD_KINDS:
         return _train_sd(job, triples, schema, relay, cancel)
+    if job.kind == "refiner":
+        return _train_refiner(job, triples, schema, relay, cancel)
 
     def sample(step: int, grid: np.ndarray) -> None:
         if on_sample is not None:
@@ -145,6 +149,54 @@ def train_task(
 
     return train_sdm(triples, job.out_dir, make_config(job), relay, cancel, on_sample=sample,
                      schema=schema, resume=job.resume, **extra)
+
+
+def _train_refiner(job: TrainJob, triples: list, schema: Any, progress: ProgressFn,
+                   cancel: CancelToken) -> Any:
+    """The texture refiner of an sdm model, taught by the images alone (labels unused). The
+    model folder becomes a whole sdm model: a copy of the base model (the shipped one for the
+    data's labels, or the one chosen in Start from) with the new refiner in ``refiner/``, so
+    "Use in Generate" works as for sdm. A base model that has a refiner is fine-tuned from it."""
+    import shutil
+
+    from usgen_desktop.synthesis.backends.refiner import SUBFOLDER, find_refiner
+    from usgen_desktop.synthesis.request import shipped_model_for
+    from usgen_desktop.synthesis.training.refiner import RefinerTrainConfig, train_refiner
+
+    # Start from: random weights = a new refiner for the shipped model of these labels; the
+    # shipped model = fine-tune its refiner; another model = that model (and its refiner)
+    base = job.init_from if job.init_from not in (None, SHIPPED_START) else None
+    base_dir = Path(base) if base else shipped_model_for(schema)
+    if base_dir is None or not (Path(base_dir) / "usgen_model.json").is_file():
+        name = getattr(schema, "name", None) or "these"
+        raise DatasetError(f"A texture refiner belongs to an sdm model, and none was made for the "
+                           f"{name} labels; choose one in Start from.")
+    out = Path(job.out_dir)
+    if not job.resume:
+        if (out / "usgen_model.json").exists() or find_refiner(out) is not None:
+            raise UsgenError(f"The folder '{out}' already holds a model; choose a new folder "
+                             "or tick Resume.")
+        shutil.copytree(base_dir, out, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(SUBFOLDER, "checkpoints", "samples"))
+    import json
+
+    from usgen_desktop.synthesis.backends.sdm import read_config
+
+    side = int(read_config(out).size[0])
+    cfg = RefinerTrainConfig(base_size=side, patch=int(job.size), steps=job.steps,
+                             batch=job.batch, device=job.device,
+                             checkpoint_every=max(1, min(250, job.steps)))
+    start = find_refiner(Path(base_dir)) if job.init_from is not None else None
+    images = [t[0] for t in triples]
+    result = train_refiner(images, out / SUBFOLDER, cfg, progress=progress, cancel=cancel,
+                           resume=job.resume, init_from=start if not job.resume else None,
+                           info={"data": "the images of the Train dock's source"})
+    meta_path = out / "usgen_model.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta.setdefault("training", {})["refiner"] = f"trained in the app from {Path(base_dir).name}"
+    meta_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    result.model_dir = out
+    return result
 
 
 def _train_sd(job: TrainJob, triples: list, schema: Any, progress: ProgressFn,
@@ -352,7 +404,7 @@ class TrainPanel(QWidget):
             self.size.setCurrentIndex(max(0, self.size.findData(size)))
             self.steps.setValue(steps)
             self.batch.setValue(batch)
-        for field, visible in ((self.start_from, kind == "sdm"),
+        for field, visible in ((self.start_from, kind in ("sdm", "refiner")),
                                (self.sample_every, kind == "sdm"),
                                (self._base_row, sd), (self._cn_row, sd),
                                (self.lora_rank, sd), (self.token, kind == "lora")):
@@ -377,7 +429,9 @@ class TrainPanel(QWidget):
             self.lora_rank.setToolTip("Rank of the LoRA matrices (8 is usual)")
             if self.lora_rank.value() < 1:
                 self.lora_rank.setValue(8)
-        self.size.setEnabled(sd or self.start_from.currentData() is None)
+        self.size.setEnabled(sd or kind == "refiner" or self.start_from.currentData() is None)
+        self.size.setToolTip("Crops at the images' own pixels the refiner learns from"
+                             if kind == "refiner" else "")
         self.out_dir.setPlaceholderText("a new folder for the " + (
             "ControlNet" if kind == "controlnet" else "LoRA" if kind == "lora" else "model"))
         self.out_dir.setToolTip(self.out_dir.placeholderText())
@@ -401,8 +455,8 @@ class TrainPanel(QWidget):
             return
         self._last_start = index
         tuning = self.start_from.itemData(index) is not None
-        # a fine-tuned model keeps the size of the one it starts from
-        self.size.setEnabled(not tuning)
+        # a fine-tuned model keeps the size of the one it starts from (a refiner's crops do not)
+        self.size.setEnabled(not tuning or self.kind_name == "refiner")
         self.size.setToolTip("Fine-tuning keeps the starting model's size" if tuning else "")
 
     def _pick_dataset(self) -> None:
@@ -441,7 +495,8 @@ class TrainPanel(QWidget):
             out_dir=Path(out), size=int(self.size.currentData()), steps=int(self.steps.value()),
             batch=int(self.batch.value()), sample_every=int(self.sample_every.value()),
             resume=self.resume.isChecked() and kind != "lora",
-            init_from=self.start_from.currentData() if kind == "sdm" else None, kind=kind,
+            init_from=(self.start_from.currentData() if kind in ("sdm", "refiner") else None),
+            kind=kind,
         )
         if sd:
             base = self.base_dir.text().strip()
