@@ -608,3 +608,11 @@ def test_the_class_row_shows_only_for_a_schema_with_classes(qtbot):
     assert panel.klass.isHidden() and label.isHidden()
     open_doc(window, busi)
     assert not panel.klass.isHidden()
+
+
+def test_guidance_says_what_it_costs(setup):
+    panel = setup[1]
+    panel.guidance.setValue(1.0)
+    assert panel.guidance.suffix() == ""
+    panel.guidance.setValue(2.0)
+    assert "1.9x" in panel.guidance.suffix() and "1.9x" in panel.guidance.toolTip()

@@ -49,7 +49,7 @@ KINDS = {
     "sdm": "Label-map diffusion (sdm)",
     "controlnet": "ControlNet for Stable Diffusion",
     "lora": "LoRA for Stable Diffusion",
-    "refiner": "Texture refiner for sdm (images only)",
+    "refiner": "Texture refiner (sdm)",
 }
 SD_KINDS = ("controlnet", "lora")
 # each trainer's usual recipe (size, steps, batch), set when the user switches to it
