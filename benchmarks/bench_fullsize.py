@@ -94,21 +94,22 @@ def generate_pairs(model_dir: Path, docs, seed: int = 0, steps: int = 25, guidan
 
 
 def figure(path: Path, rows, crop: int = 128) -> None:
-    """One row per example: real | before | after (whole, same height), then their 1:1 crops
-    from the same place."""
+    """One row per example: real | before | after (whole, same height), then their crops from
+    the same place shown 2x with nearest neighbours (every pixel visible). A row may hold
+    generated images only (before | after) for a figure that can be committed."""
     import cv2
     import numpy as np
 
     lines = []
-    for real, before, after in rows:
+    for row in rows:
         h = 256
         whole = [cv2.resize(a, (int(a.shape[1] * h / a.shape[0]), h), interpolation=cv2.INTER_AREA)
-                 for a in (real, before, after)]
-        y = max(0, real.shape[0] // 2 - crop // 2)
-        x = max(0, real.shape[1] // 2 - crop // 2)
+                 for a in row]
+        y = max(0, row[0].shape[0] // 2 - crop // 2)
+        x = max(0, row[0].shape[1] // 2 - crop // 2)
         crops = [np.pad(a[y:y + crop, x:x + crop], ((0, max(0, crop - a[y:y + crop].shape[0])),
                                                     (0, max(0, crop - a[:, x:x + crop].shape[1]))))
-                 for a in (real, before, after)]
+                 for a in row]
         crops = [cv2.resize(c, (2 * crop, 2 * crop), interpolation=cv2.INTER_NEAREST)
                  for c in crops]  # shown 2x with nearest: every pixel visible
         gap = np.full((h, 6), 255, np.uint8)
@@ -160,6 +161,8 @@ def realism(args) -> int:
         idx = [i for i in range(len(docs)) if (classes[i] if classes else None) == c][:3]
         rows += [(real[i], pairs[i][0], pairs[i][1]) for i in idx]
     figure(out_dir / f"fullsize_{args.dataset}.png", rows)
+    # generated only (no dataset pixels): the one that may go into the repository
+    figure(out_dir / f"fullsize_{args.dataset}_generated.png", [r[1:] for r in rows[::2]])
     ctl = result["before"].get("control", {})
     print(json.dumps({"critic_before": result["before"]["critic"].get("auc"),
                       "critic_after": result["after"]["critic"].get("auc"),
