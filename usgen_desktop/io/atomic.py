@@ -26,7 +26,14 @@ def temp_name(path: Path) -> Path:
     Process and thread ids keep two writers of the same file (an autosave and a save) from
     renaming each other's half-written data.
     """
-    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}{_TMP_MARK}")
+    name = path.name
+    if len(name.encode("utf-8")) > 180:
+        # A long (valid) file name plus the mark would pass the 255-byte limit of a name.
+        import hashlib
+
+        name = name.encode("utf-8")[:100].decode("utf-8", "ignore") + "-" + \
+            hashlib.sha1(path.name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return path.with_name(f".{name}.{os.getpid()}-{threading.get_ident()}{_TMP_MARK}")
 
 
 def is_temp_name(path: Path) -> bool:
