@@ -140,6 +140,9 @@ def documents_from_files(paths: Sequence[Path], schema: LabelSchema,
         except UsgenError as exc:
             problems.append(f"{Path(path).name}: {exc}")
             continue
+        except (OSError, ValueError, MemoryError) as exc:  # one bad file never stops the rest
+            problems.append(f"{Path(path).name}: could not be opened ({type(exc).__name__}).")
+            continue
         docs.append(Document.blank(img.height, img.width, schema, image=img,
                                    name=Path(path).stem))
     progress(Progress(len(paths), len(paths), "Done"))
