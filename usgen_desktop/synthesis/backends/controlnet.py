@@ -32,6 +32,13 @@ CLASS_PROMPTS = {
     None: "ultrasound image",
 }
 SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+# The settings this backend takes in ``request.params`` (any other key is refused).
+PARAMS: dict[str, str] = {
+    "controlnet_dir": "the ControlNet folder", "lora": "a LoRA folder or .safetensors file",
+    "ti_token": "the textual-inversion token", "ti_embedding": "its .safetensors file",
+    "low_memory": "attention slicing, VAE tiling, CPU offload", "resolution": "generation size",
+    "negative": "negative prompt",
+}
 
 _CACHE: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
@@ -142,16 +149,24 @@ class ControlNetBackend:
             StableDiffusionImg2ImgPipeline,
         )
 
+        from usgen_desktop.synthesis.weights import require_safetensors
+
+        require_safetensors(self.cn_dir, what="ControlNet")
+        require_safetensors(self.sd_dir, ("unet", "vae", "text_encoder"), "Stable Diffusion")
         cn = ControlNetModel.from_pretrained(self.cn_dir, local_files_only=True,
-                                             dtype=self.dtype)
+                                             dtype=self.dtype, use_safetensors=True)
         pipe = StableDiffusionControlNetPipeline.from_pretrained(
             self.sd_dir, controlnet=cn, safety_checker=None, feature_extractor=None,
             requires_safety_checker=False, local_files_only=True, dtype=self.dtype,
+            use_safetensors=True,
         )
         if lora:
             lp = Path(lora)
             if not lp.exists():
                 raise ModelError(f"The LoRA file '{lp}' does not exist.")
+            if lp.is_file() and lp.suffix != ".safetensors":
+                raise ModelError(f"The LoRA file '{lp}' is not a .safetensors file; USGen loads "
+                                 "safetensors only.")
             if lp.is_file():
                 pipe.load_lora_weights(str(lp.parent), weight_name=lp.name, local_files_only=True)
             else:

@@ -186,14 +186,21 @@ def _load_components(base: Path, cn_dir: Path | None, device: str):
     from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from usgen_desktop.synthesis.weights import require_safetensors
+
+    require_safetensors(base, ("unet", "vae", "text_encoder"), "Stable Diffusion")
+    if cn_dir is not None:
+        require_safetensors(cn_dir, what="ControlNet")
     try:
         tok = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", local_files_only=True)
         text = CLIPTextModel.from_pretrained(base, subfolder="text_encoder",
-                                             local_files_only=True)
-        vae = AutoencoderKL.from_pretrained(base, subfolder="vae", local_files_only=True)
-        unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", local_files_only=True)
+                                             local_files_only=True, use_safetensors=True)
+        vae = AutoencoderKL.from_pretrained(base, subfolder="vae", local_files_only=True,
+                                            use_safetensors=True)
+        unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", local_files_only=True,
+                                                    use_safetensors=True)
         sched = DDPMScheduler.from_pretrained(base, subfolder="scheduler", local_files_only=True)
-        cn = (ControlNetModel.from_pretrained(cn_dir, local_files_only=True)
+        cn = (ControlNetModel.from_pretrained(cn_dir, local_files_only=True, use_safetensors=True)
               if cn_dir is not None else None)
     except Exception as exc:
         raise ModelError(
