@@ -1070,6 +1070,71 @@ def c_project_autosave_hostile_uid(world: Path) -> Spec:
                 f"{out.get('n')} documents after restoring a hostile autosave")
 
 
+def _replace_labels(folder: Path, make: Callable[[Path], Any]) -> None:
+    meta = json.loads((folder / "project.json").read_text(encoding="utf-8"))
+    target = folder / meta["documents"][0]["labels"]
+    target.unlink()
+    make(target)
+
+
+@case("project")
+def c_project_label_bomb(world: Path) -> Spec:
+    folder = _project(world, lambda m: None)
+    _replace_labels(folder, lambda p: bomb_png(p, 30000, 30000))
+    return Spec(argv=["export", "--from", folder, "--out", world / "out" / "exp", "-q"], rc=0,
+                expect=_BIG, check=expect_pairs(world / "out" / "exp", 1))
+
+
+@case("project")
+def c_project_label_fifo(world: Path) -> Spec:
+    folder = _project(world, lambda m: None)
+    _replace_labels(folder, lambda p: os.mkfifo(p))
+    return Spec(argv=["export", "--from", folder, "--out", world / "out" / "exp", "-q"], rc=0,
+                expect=r"not a regular file", check=expect_pairs(world / "out" / "exp", 1),
+                timeout=20)
+
+
+@case("reader")
+def c_nifti_infinite_spacing(world: Path) -> Spec:
+    import nibabel as nib
+
+    img, _ = blob_pair()
+    nii = nib.Nifti1Image(img.T.copy(), np.eye(4))
+    nii.header["pixdim"][1:3] = [np.inf, -1.0]
+    nib.save(nii, str(world / "in" / "scan.nii"))
+
+    def check() -> str | None:
+        text = (world / "out" / "manifest.jsonl").read_text(encoding="utf-8")
+        rec = json.loads(text.splitlines()[0], parse_constant=lambda c: float("nan"))
+        sp = rec.get("pixel_spacing")
+        return None if sp is None else f"pixel spacing {sp} written"
+    return Spec(argv=["export", "--from", world / "in" / "scan.nii", "--out", world / "out",
+                      "-q"], rc=0, check=check)
+
+
+@case("dataset")
+def c_export_resume_hostile_manifest(world: Path) -> Spec:
+    """An unfinished export folder whose manifest lists files outside it: nothing outside is
+    taken as 'finished' or touched, and every pair is written."""
+    good_pairs(world / "in", 2)
+    out = world / "out"
+    from usgen_desktop.cli.main import main
+
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        assert main(["export", "--from", str(world / "in"), "--out", str(out), "-q"]) == 0
+    write_png(world / "victim.png", blob_pair()[0])
+    marker = json.loads((out / ".usgen-export.json").read_text(encoding="utf-8"))
+    marker["complete"] = False
+    (out / ".usgen-export.json").write_text(json.dumps(marker), encoding="utf-8")
+    recs = [json.loads(ln) for ln in (out / "manifest.jsonl").read_text().splitlines()]
+    recs[0]["image"] = recs[0]["label"] = "../victim.png"
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (out / "images" / f"{recs[0]['case']}.png").unlink()
+    return Spec(argv=["export", "--from", world / "in", "--out", out, "-q"], rc=0,
+                check=all_of(expect_pairs(out, 2), expect_files(out / "images", "*.png", 2),
+                             lambda: None if (world / "victim.png").is_file() else "victim gone"))
+
+
 # -- command line: numeric values -------------------------------------------------------------
 def _deform_argv(world: Path, *extra: str) -> list[Any]:
     manifest_dataset(world / "in", ["a"])

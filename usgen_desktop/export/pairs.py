@@ -228,7 +228,11 @@ def _complete_records(target: Path, layout: Layout) -> list[dict[str, Any]]:
     except OSError:
         lines = []
     for rec in lines:
-        if (rec.get("case") and rec.get("image") and rec.get("label")
+        case = rec.get("case")
+        # Only the files this layout writes for the case: a line naming any other path (an
+        # edited or hostile manifest) is not a finished pair.
+        if (isinstance(case, str) and case and rec.get("image") == layout.image_rel(case)
+                and rec.get("label") == layout.label_rel(case) and "/" not in case
                 and (target / rec["image"]).is_file() and (target / rec["label"]).is_file()):
             records.append(rec)
     keep = {rec["image"] for rec in records} | {rec["label"] for rec in records}

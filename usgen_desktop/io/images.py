@@ -11,6 +11,7 @@ usually empty). ``meta["frames"]`` tells the caller how many there are.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,9 @@ def read_image(path: Path, frame: int | None = None) -> UltrasoundImage:
     """
     path = Path(path)
     raw = read_array(path, frame)
+    if raw.pixel_spacing is not None and not all(
+            math.isfinite(v) and 0 < v < 1000 for v in raw.pixel_spacing):
+        raw.pixel_spacing = None  # a header's NaN, infinite or negative spacing means "unknown"
     px = raw.pixels
     was_color = False
     if px.ndim == 3:
