@@ -85,3 +85,40 @@ def test_pickle_only_folder_is_refused(tmp_path):
     assert "safetensors" in str(info.value) and "pickle" in str(info.value)
     (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
     require_safetensors(tmp_path, ("unet", "vae"))  # safetensors beside it: fine
+
+
+def test_out_folder_refuses_a_file_and_an_unwritable_folder(tmp_path, monkeypatch):
+    import os
+
+    from usgen_desktop.cli.argtypes import out_folder
+    from usgen_desktop.errors import ExportError
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ExportError, match="is a file"):
+        out_folder(tmp_path / "f")
+    with pytest.raises(ExportError, match="file is in the way"):
+        out_folder(tmp_path / "f" / "sub")
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)  # a read-only folder (tests run
+    with pytest.raises(ExportError, match="permission denied"):  # as root, chmod cannot)
+        out_folder(tmp_path / "ro")
+
+
+def test_full_disk_is_one_sentence(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from usgen_desktop.cli import main as cli_main
+    from usgen_desktop.io import atomic
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "x"))
+
+    monkeypatch.setattr(atomic, "write_bytes_atomic", full)
+    mask = np.zeros((20, 20), np.uint8)
+    mask[5:15, 5:15] = 255
+    (tmp_path / "ds" / "masks").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "ds" / "masks" / "a.png"), mask)
+    code = cli_main.main(["deform", "--masks", str(tmp_path / "ds"), "--out",
+                          str(tmp_path / "out"), "--n", "1", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("usgen: error: The disk is full") and "Traceback" not in "".join(err)
