@@ -85,8 +85,6 @@ class GenerationRequest:
             raise UsgenError("Give one name per label map (or none).")
         if not math.isfinite(float(self.guidance)) or self.guidance < 0:
             raise UsgenError(f"Guidance must be a finite number of at least 0 (got {self.guidance}).")
-        if self.params:
-            check_params(self.backend, self.params)
 
     @property
     def total(self) -> int:
@@ -174,6 +172,10 @@ def load_backend(request: GenerationRequest) -> Backend:
         raise UsgenError(
             f"The '{request.backend}' backend is not part of this installation of USGen."
         ) from exc
+    # Here rather than in validate(): a diffusion backend's module imports torch, which must
+    # not happen on the GUI thread. Still before any image is made or any folder written.
+    if request.params:
+        check_params(request.backend, request.params)
     return module.load(request)
 
 
