@@ -353,8 +353,10 @@ def _write_pair(target: Path, layout: Any, case: str, res: Any, mapping: Any, do
     from usgen_desktop.errors import ExportError
     from usgen_desktop.io.atomic import dumps_json, write_png_pair_atomic
 
-    image_path = target / layout.image_rel(case)
-    label_path = target / layout.label_rel(case)
+    from usgen_desktop.paths import inside
+
+    image_path = inside(target, layout.image_rel(case), "A generated image")
+    label_path = inside(target, layout.label_rel(case), "A generated label map")
     labels = res.label_map.data if mapping.is_identity else mapping.apply(res.label_map.data)
     rec = {
         "case": case,

@@ -262,9 +262,12 @@ def _clear_own_files(target: Path) -> None:
 # -- one pair ---------------------------------------------------------------------------------
 def _write_pair(target: Path, layout: Layout, case: str, doc: Document,
                 mapping: LabelMapping) -> None:
+    from usgen_desktop.paths import inside
+
     assert doc.image is not None
-    image_path = target / layout.image_rel(case)
-    label_path = target / layout.label_rel(case)
+    # case ids are made safe by case_ids; checked here too, as every writer does
+    image_path = inside(target, layout.image_rel(case), "An exported image")
+    label_path = inside(target, layout.label_rel(case), "An exported label map")
     labels = doc.labels.data if mapping.is_identity else mapping.apply(doc.labels.data)
     # The pair becomes visible whole; its manifest line comes after.
     write_png_pair_atomic(image_path, doc.image.pixels, label_path, labels)
