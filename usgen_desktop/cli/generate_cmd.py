@@ -352,7 +352,6 @@ def _write_pair(target: Path, layout: Any, case: str, res: Any, mapping: Any, do
                 schema: Any) -> None:
     from usgen_desktop.errors import ExportError
     from usgen_desktop.io.atomic import dumps_json, write_png_pair_atomic
-
     from usgen_desktop.paths import inside
 
     image_path = inside(target, layout.image_rel(case), "A generated image")
