@@ -41,3 +41,7 @@ class OutOfMemoryError(UsgenError):
 
 class Cancelled(UsgenError):
     """The user cancelled a long task; what was finished is kept."""
+
+
+class UnsafePathError(UsgenError):
+    """A name or path taken from data would reach outside the folder it belongs in."""

@@ -63,8 +63,8 @@ def test_prompt_comes_from_the_schema_for_the_class(tiny):
 
 
 @pytest.mark.parametrize("params, words", [
-    ({"bogus": 1}, "does not take the setting 'bogus'"),
-    ({"dynamic_range": 10}, "does not take the setting 'dynamic_range'"),
+    ({"bogus": 1}, "setting 'bogus'"),
+    ({"dynamic_range": 10}, "setting 'dynamic_range'"),
     ({"strength": 1.5}, "strength must be a number from 0 to 1"),
     ({"strength": "high"}, "strength must be a number from 0 to 1"),
     ({"resolution": 30}, "multiple of 8"),
@@ -133,7 +133,7 @@ def test_cli_prompt_and_strength_reach_the_manifest(tiny, tmp_path, capsys):
     capsys.readouterr()
     assert gen("o3", "--param", "bogus=1") == 2
     err = capsys.readouterr().err.strip()
-    assert "does not take the setting 'bogus'" in err and err.count("\n") == 0
+    assert "no setting 'bogus'" in err and err.count("\n") == 0
     assert not (tmp_path / "o3").exists()
     assert gen("o4", "--strength", "0.2", "--param", "strength=0.4") == 2
     assert "disagree" in capsys.readouterr().err

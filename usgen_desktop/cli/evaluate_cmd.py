@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from usgen_desktop.cli.argtypes import fraction, int_range
 from usgen_desktop.errors import DatasetError
 
 
@@ -24,33 +25,35 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--synthetic", required=True, metavar="DATASET",
                    help="synthetic images with the label maps they were generated from")
     p.add_argument("--out", required=True, metavar="REPORT_DIR", help="folder for the report")
-    p.add_argument("--size", type=int, default=128, help="evaluation size in pixels (default 128)")
-    p.add_argument("--epochs", type=int, default=10,
+    p.add_argument("--size", type=int_range(16, 1024), default=128,
+                   help="evaluation size in pixels, a multiple of 8 (default 128)")
+    p.add_argument("--epochs", type=int_range(1, 10000), default=10,
                    help="U-Net epochs over the real training split; every arm gets the same "
                    "number of steps (default 10)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=int_range(1, 10_000_000), default=None,
                    help="optimiser steps per U-Net arm (overrides --epochs)")
-    p.add_argument("--real-fraction", type=float, default=1.0,
+    p.add_argument("--real-fraction", type=fraction(include_one=True), default=1.0,
                    help="train on this fraction of the real training groups, to measure "
                    "the scarce-data regime synthetic images are meant for (default 1)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=1,
+    p.add_argument("--batch-size", type=int_range(1, 1024), default=8)
+    p.add_argument("--repeats", type=int_range(1, 100), default=1,
                    help="train every U-Net arm with this many seeds and average (default 1)")
     p.add_argument("--dev-split", metavar="FILE",
                    help="text file naming the held-out real images or groups, one per line")
     p.add_argument("--group-column", default="group",
                    help="manifest column naming near-duplicate groups (default group)")
-    p.add_argument("--test-fraction", type=float, default=0.2,
+    p.add_argument("--test-fraction", type=fraction(), default=0.2,
                    help="share of real groups held out when no --dev-split is given")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--folds", type=int, default=5, help="realism cross-validation folds")
-    p.add_argument("--realism-epochs", type=int, default=8)
-    p.add_argument("--realism-size", type=int, default=None,
+    p.add_argument("--seed", type=int_range(0, 2**31 - 1), default=0)
+    p.add_argument("--folds", type=int_range(2, 100), default=5,
+                   help="realism cross-validation folds, at least 2")
+    p.add_argument("--realism-epochs", type=int_range(1, 10000), default=8)
+    p.add_argument("--realism-size", type=int_range(16, 1024), default=None,
                    help="image size for the realism classifier (default: --size)")
     p.add_argument("--no-fid", action="store_true", help="skip FID/KID")
     p.add_argument("--no-fullsize", action="store_true",
                    help="skip the full-size critic and octaves on native-resolution crops")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int_range(1, 1024), default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
 

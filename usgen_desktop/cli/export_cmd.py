@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from usgen_desktop.cli.argtypes import int_range
 from usgen_desktop.cli.progress import progress_bar
 
 FORMAT_CHOICES = ("folder", "nnunet", "decathlon")
@@ -34,8 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="target folder (for nnunet: nnUNet_raw, or the DatasetNNN_Name folder)")
     p.add_argument("--name", default=None,
                    help="dataset name (default: the source folder's name)")
-    p.add_argument("--id", dest="dataset_id", type=int, default=500,
-                   help="nnU-Net dataset number NNN (default: 500)")
+    p.add_argument("--id", dest="dataset_id", type=int_range(1, 999), default=500,
+                   help="nnU-Net dataset number NNN, 1-999 (default: 500)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier export in DIR (otherwise a non-empty DIR is an error; "
                    "an interrupted export is resumed)")

@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from usgen_desktop.cli.argtypes import float_range, int_range
+
 RUN_FILE = "generate.json"  # what the run in this folder is, so a resume cannot mix two runs
 MANIFEST = "manifest.jsonl"
 FORMATS = ("folder", "nnunet")
@@ -51,14 +53,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "when there is one, else speckle), speckle, sdm or controlnet")
     p.add_argument("--model", metavar="DIR",
                    help="model folder (sdm, controlnet; with --backend auto it means sdm)")
-    p.add_argument("--per-mask", "--count", dest="per_mask", type=int, default=1, metavar="K",
-                   help="images per label map (per normal scan with --add-lesion)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="base seed (default 0)")
+    p.add_argument("--per-mask", "--count", dest="per_mask", type=int_range(1, 100000), default=1,
+                   metavar="K", help="images per label map (per normal scan with --add-lesion)")
+    p.add_argument("--seed", type=int_range(0, 2**31 - 1), default=0, metavar="S",
+                   help="base seed (default 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--format", default="folder", help="folder (default) or nnunet")
     p.add_argument("--shard", default=None, metavar="I/N", help="make only shard I of N")
-    p.add_argument("--steps", type=int, default=None, help="sampler steps (diffusion backends)")
-    p.add_argument("--guidance", type=float, default=None,
+    p.add_argument("--steps", type=int_range(1, 1000), default=None,
+                   help="sampler steps (diffusion backends)")
+    p.add_argument("--guidance", type=float_range(0, 100), default=None,
                    help="classifier-free guidance (default: the model's recommendation, else 1)")
     p.add_argument("--size", default=None, metavar="HxW", help="resize label maps first")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -387,6 +391,8 @@ def _claim_folder(target: Path, signature: dict[str, Any], write: bool = False) 
     from usgen_desktop.io.atomic import dumps_json, write_text_atomic
 
     path = target / RUN_FILE
+    if target.exists() and not target.is_dir():
+        raise ExportError(f"--out '{target}' is a file, not a folder; choose a folder.")
     if path.is_file():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
@@ -424,9 +430,19 @@ def _finished_items(target: Path, layout: Any) -> set[int]:
     from usgen_desktop.io.jsonl import read_jsonl
 
     done: set[int] = set()
+    unusable = 0
     for rec in read_jsonl(target / MANIFEST):
-        if (target / rec.get("image", "\0")).is_file() and (target / rec.get("label", "\0")).is_file():
-            done.add(int(rec["item"]))
+        image, label, item = rec.get("image"), rec.get("label"), rec.get("item")
+        if not (isinstance(image, str) and isinstance(label, str) and isinstance(item, int)
+                and not isinstance(item, bool) and "\0" not in image + label):
+            unusable += 1  # made again: its files, if any, are written anew
+            continue
+        if (target / image).is_file() and (target / label).is_file():
+            done.add(item)
+    if unusable:
+        print(f"usgen: {unusable} line{'s' if unusable > 1 else ''} of '{target / MANIFEST}' "
+              "lack an item, image or label; skipped (those items are made again).",
+              file=sys.stderr)
     return done
 
 
@@ -449,9 +465,10 @@ def _write_pair(target: Path, layout: Any, case: str, res: Any, mapping: Any, do
                 schema: Any, extra: dict[str, Any] | None = None) -> None:
     from usgen_desktop.errors import ExportError
     from usgen_desktop.io.atomic import dumps_json, write_png_pair_atomic
+    from usgen_desktop.paths import inside
 
-    image_path = target / layout.image_rel(case)
-    label_path = target / layout.label_rel(case)
+    image_path = inside(target, layout.image_rel(case), "A generated image")
+    label_path = inside(target, layout.label_rel(case), "A generated label map")
     labels = res.label_map.data if mapping.is_identity else mapping.apply(res.label_map.data)
     rec = {
         "case": case,

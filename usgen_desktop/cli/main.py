@@ -34,6 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_sentence(exc: OSError) -> str:
+    """One sentence for a file-system error: what failed, on which file."""
+    import errno
+
+    where = f" ('{exc.filename}')" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return f"The disk is full{where}; the items finished so far were kept."
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"USGen may not write here{where} (permission denied); choose another folder."
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"A file name is too long for the file system{where}."
+    return f"A file could not be read or written{where}: {exc.strerror or exc}."
+
+
 def main(argv: list[str] | None = None) -> int:
     from usgen_desktop.offline import enforce_offline
 
@@ -50,6 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except UsgenError as exc:
         print(f"usgen: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A write that failed where no command said it better (disk full, no permission).
+        print(f"usgen: error: {os_sentence(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("usgen: error: there is not enough memory for this; try smaller images, fewer at "
+              "a time, or a smaller --size.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("usgen: interrupted; finished items were kept.", file=sys.stderr)

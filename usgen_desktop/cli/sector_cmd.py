@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from usgen_desktop.cli.argtypes import int_range
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -33,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="also write each image's label map with the sector applied (anatomy "
                    "outside the fan cleared, the rest of the fan given the sector label) to "
                    "DIR/masks, a label-map dataset that `usgen deform --masks DIR` reads")
-    d.add_argument("--sector-id", type=int, default=None, metavar="ID",
+    d.add_argument("--sector-id", type=int_range(1, 255), default=None, metavar="ID",
                    help="label id of the sector for --labels-out (default: the schema's)")
     d.set_defaults(func=run_detect)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -45,11 +47,13 @@ def run_detect(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
+    from usgen_desktop.cli.argtypes import out_folder
     from usgen_desktop.core.labels import Label
     from usgen_desktop.core.sector import apply_sector, detect_sector
     from usgen_desktop.errors import UsgenError
     from usgen_desktop.io import open_dataset
     from usgen_desktop.io.atomic import write_bytes_atomic, write_png_atomic, write_text_atomic
+    from usgen_desktop.paths import inside, unique_filenames
 
     result = open_dataset(args.source)
     for problem in result.problems:
@@ -57,10 +61,7 @@ def run_detect(args: argparse.Namespace) -> int:
     docs = [d for d in result.documents if d.image is not None]
     if not docs:
         raise UsgenError(f"'{args.source}' holds no images to detect a sector in.")
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsgenError(f"Could not create '{args.out}' ({exc.strerror or exc}).") from exc
+    out = out_folder(args.out)
     sid = args.sector_id if args.sector_id is not None else result.schema.sector_id
     schema = result.schema
     if args.labels_out is not None:
@@ -68,34 +69,36 @@ def run_detect(args: argparse.Namespace) -> int:
             raise UsgenError("The dataset's label schema has no sector label; say which id to "
                              "use with --sector-id.")
         if not 1 <= sid <= 255:
-            raise UsgenError("--sector-id must lie between 1 and 255.")
+            raise UsgenError(f"The schema's sector id {sid} is not between 1 and 255.")
         if schema.get(sid) is None:
             schema = schema.with_label(Label(sid, "sector", (60, 140, 255)))
         schema = replace(schema, sector_id=sid)
-        try:
-            (args.labels_out / "masks").mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsgenError(f"Could not create '{args.labels_out}' ({exc.strerror or exc}).") \
-                from exc
+        out_folder(args.labels_out, "--labels-out")
+        labels_masks = out_folder(args.labels_out / "masks", "The folder")
     records = {}
     classes = {}
-    for doc in docs:
+    # File names from document names (data): made safe and unique in one place, and every
+    # target checked to stay in the folder the user chose.
+    stems = unique_filenames([d.name for d in docs], fallback="image")
+    for doc, stem in zip(docs, stems, strict=True):
         img = doc.image.to_uint8()
         fit = detect_sector(img, probe=None if args.probe == "auto" else args.probe)
-        write_png_atomic(args.out / f"{doc.name}_sector.png", fit.mask.astype(np.uint8) * 255)
+        write_png_atomic(inside(out, f"{stem}_sector.png", "A sector file"),
+                         fit.mask.astype(np.uint8) * 255)
         if args.labels_out is not None:
             labelled = apply_sector(doc.labels, fit.mask, sid)
-            write_png_atomic(args.labels_out / "masks" / f"{doc.name}.png", labelled.data)
+            write_png_atomic(inside(labels_masks, f"{stem}.png", "A label file"), labelled.data)
             if doc.klass:
-                classes[doc.name] = doc.klass
+                classes[stem] = doc.klass
         if not args.no_overlay:
             rgb = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
             pts = np.rint(fit.sector.outline(128)).astype(np.int32)
             cv2.polylines(rgb, [pts], True, (255, 220, 0), max(1, img.shape[0] // 200))
             ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            write_bytes_atomic(args.out / f"{doc.name}_overlay.png", buf.tobytes())
-        records[doc.name] = {**fit.sector.to_dict(), "confidence": round(fit.confidence, 4)}
-    write_text_atomic(args.out / "sectors.json", json.dumps(records, indent=2))
+            write_bytes_atomic(inside(out, f"{stem}_overlay.png", "An overlay file"),
+                               buf.tobytes())
+        records[stem] = {**fit.sector.to_dict(), "confidence": round(fit.confidence, 4)}
+    write_text_atomic(out / "sectors.json", json.dumps(records, indent=2))
     if args.labels_out is not None:
         sidecar = {"schema": schema.to_dict(), "classes": classes}
         write_text_atomic(args.labels_out / "usgen.json", json.dumps(sidecar, indent=2))

@@ -18,6 +18,8 @@ import signal
 import sys
 from pathlib import Path
 
+from usgen_desktop.cli.argtypes import channel_list, float_range, int_range
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -33,20 +35,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--data", required=True, type=Path, metavar="DATASET",
                    help="dataset folder or USGen project with images and label maps")
     s.add_argument("--out", required=True, type=Path, metavar="MODEL_DIR")
-    s.add_argument("--size", type=int, default=128, help="training size in pixels (default 128)")
-    s.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
-    s.add_argument("--batch", type=int, default=8, help="images per step (default 8)")
-    s.add_argument("--lr", type=float, default=2e-4, help="learning rate (default 2e-4)")
+    s.add_argument("--size", type=int_range(16, 1024), default=128,
+                   help="training size in pixels, 16-1024 (default 128)")
+    s.add_argument("--steps", type=int_range(1, 10_000_000), default=2000,
+                   help="optimizer steps (default 2000)")
+    s.add_argument("--batch", type=int_range(1, 1024), default=8,
+                   help="images per step (default 8)")
+    s.add_argument("--lr", type=float_range(0, 1, lo_open=True), default=2e-4,
+                   help="learning rate, above 0 and at most 1 (default 2e-4)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--checkpoint-every", type=int, default=250, metavar="N")
-    s.add_argument("--sample-every", type=int, default=500, metavar="N",
+    s.add_argument("--seed", type=int_range(0, 2**31 - 1), default=0)
+    s.add_argument("--checkpoint-every", type=int_range(1), default=250, metavar="N")
+    s.add_argument("--sample-every", type=int_range(0), default=500, metavar="N",
                    help="write a real|generated sample grid to MODEL_DIR/samples every N steps "
                    "(0: never)")
-    s.add_argument("--blocks", default="16,32,64,128",
+    s.add_argument("--blocks", type=channel_list(), default=(16, 32, 64, 128),
                    help="UNet channels per level (default 16,32,64,128: the default model's; "
                    "32,64,128,128 learns more per step at ~4x the cost)")
-    s.add_argument("--layers-per-block", type=int, default=1)
+    s.add_argument("--layers-per-block", type=int_range(1, 4), default=1)
     s.add_argument("--resume", action="store_true", help="continue the run in MODEL_DIR")
     s.add_argument("--init-from", type=Path, default=None, metavar="SDM_DIR",
                    help="fine-tune: start from this sdm model's weights (e.g. the shipped "
@@ -92,13 +98,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     lo.add_argument("--out", required=True, type=Path, metavar="DIR")
     lo.add_argument("--token", default=None,
                     help="also learn a textual-inversion token, e.g. '<us>'")
-    lo.add_argument("--steps", type=int, default=500)
-    lo.add_argument("--batch", type=int, default=1)
-    lo.add_argument("--size", type=int, default=512)
-    lo.add_argument("--rank", type=int, default=8)
-    lo.add_argument("--lr", type=float, default=1e-4)
+    lo.add_argument("--steps", type=int_range(1, 10_000_000), default=500)
+    lo.add_argument("--batch", type=int_range(1, 256), default=1)
+    lo.add_argument("--size", type=int_range(16, 2048), default=512)
+    lo.add_argument("--rank", type=int_range(1, 1024), default=8)
+    lo.add_argument("--lr", type=float_range(0, 1, lo_open=True), default=1e-4)
     lo.add_argument("--device", default="auto")
-    lo.add_argument("--seed", type=int, default=0)
+    lo.add_argument("--seed", type=int_range(0, 2**31 - 1), default=0)
     lo.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     lo.set_defaults(func=run)
 
@@ -184,19 +190,21 @@ def run(args: argparse.Namespace) -> int:
         return _run_refiner(args)
     if args.kind == "controlnet":
         return _run_controlnet(args)
+    from usgen_desktop.cli.argtypes import out_folder
     from usgen_desktop.synthesis.training.data import from_dataset
     from usgen_desktop.synthesis.training.sdm import TrainConfig, train_sdm
 
-    try:
-        blocks = tuple(int(c) for c in str(args.blocks).split(","))
-    except ValueError:
-        raise UsgenError("--blocks takes channel counts separated by commas, e.g. 16,32,64.") from None
+    blocks = tuple(args.blocks)
     if args.init_from is not None and not (args.init_from / "usgen_model.json").is_file():
         raise UsgenError(f"'{args.init_from}' is not an sdm model folder (no usgen_model.json).")
     if args.init_from is None and (args.size < 16 or args.size % 2 ** (len(blocks) - 1)):
         raise UsgenError(
             f"--size must be at least 16 and divisible by {2 ** (len(blocks) - 1)}."
         )
+    if args.init_from is None and args.size >> (len(blocks) - 1) < 4:
+        raise UsgenError(f"--size {args.size} is too small for {len(blocks)} levels of --blocks; "
+                         "use fewer levels or a larger size.")
+    out_folder(args.out)
     triples, schema = from_dataset(args.data)
     cfg = TrainConfig(size=args.size, steps=args.steps, batch=args.batch, lr=args.lr,
                       device=args.device, seed=args.seed, checkpoint_every=args.checkpoint_every,
@@ -227,6 +235,13 @@ def _run_lora(args: argparse.Namespace) -> int:
     from usgen_desktop.synthesis.training.data import from_dataset
     from usgen_desktop.synthesis.training.lora import LoraConfig, train_lora
 
+    if args.size % 8:
+        from usgen_desktop.errors import UsgenError
+
+        raise UsgenError(f"--size must be a multiple of 8 (got {args.size}).")
+    from usgen_desktop.cli.argtypes import out_folder
+
+    out_folder(args.out)
     triples, schema = from_dataset(args.data)
     cfg = LoraConfig(steps=args.steps, batch=args.batch, size=args.size, rank=args.rank,
                      lr=args.lr, device=args.device, seed=args.seed, token=args.token)

@@ -76,7 +76,11 @@ def case_ids(names: list[str], taken: set[str] | None = None) -> list[str]:
     used = {t.lower() for t in taken or ()}
     out = []
     for i, name in enumerate(names):
-        base = safe_name(name) or f"case_{i:04d}"
+        # Long names are cut (with a hash of the whole, so they stay distinct): a case id
+        # plus "_0000.png" and a temporary suffix must fit a file system's 255-byte names.
+        from usgen_desktop.paths import shorten_name
+
+        base = shorten_name(safe_name(name), 100) or f"case_{i:04d}"
         # nnU-Net reads a trailing _NNNN as the channel: keep case ids from ending that way.
         if re.search(r"_\d{4}$", base):
             base += "_c"

@@ -228,7 +228,11 @@ def _complete_records(target: Path, layout: Layout) -> list[dict[str, Any]]:
     except OSError:
         lines = []
     for rec in lines:
-        if (rec.get("case") and rec.get("image") and rec.get("label")
+        case = rec.get("case")
+        # Only the files this layout writes for the case: a line naming any other path (an
+        # edited or hostile manifest) is not a finished pair.
+        if (isinstance(case, str) and case and rec.get("image") == layout.image_rel(case)
+                and rec.get("label") == layout.label_rel(case) and "/" not in case
                 and (target / rec["image"]).is_file() and (target / rec["label"]).is_file()):
             records.append(rec)
     keep = {rec["image"] for rec in records} | {rec["label"] for rec in records}
@@ -258,9 +262,12 @@ def _clear_own_files(target: Path) -> None:
 # -- one pair ---------------------------------------------------------------------------------
 def _write_pair(target: Path, layout: Layout, case: str, doc: Document,
                 mapping: LabelMapping) -> None:
+    from usgen_desktop.paths import inside
+
     assert doc.image is not None
-    image_path = target / layout.image_rel(case)
-    label_path = target / layout.label_rel(case)
+    # case ids are made safe by case_ids; checked here too, as every writer does
+    image_path = inside(target, layout.image_rel(case), "An exported image")
+    label_path = inside(target, layout.label_rel(case), "An exported label map")
     labels = doc.labels.data if mapping.is_identity else mapping.apply(doc.labels.data)
     # The pair becomes visible whole; its manifest line comes after.
     write_png_pair_atomic(image_path, doc.image.pixels, label_path, labels)

@@ -138,7 +138,11 @@ def documents_from_files(paths: Sequence[Path], schema: LabelSchema,
         try:
             img = read_image(Path(path))
         except UsgenError as exc:
-            problems.append(f"{Path(path).name}: {exc}")
+            text = str(exc)  # most sentences name the file already
+            problems.append(text if Path(path).name in text else f"{Path(path).name}: {text}")
+            continue
+        except (OSError, ValueError, MemoryError) as exc:  # one bad file never stops the rest
+            problems.append(f"{Path(path).name}: could not be opened ({type(exc).__name__}).")
             continue
         docs.append(Document.blank(img.height, img.width, schema, image=img,
                                    name=Path(path).stem))

@@ -26,7 +26,14 @@ def temp_name(path: Path) -> Path:
     Process and thread ids keep two writers of the same file (an autosave and a save) from
     renaming each other's half-written data.
     """
-    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}{_TMP_MARK}")
+    name = path.name
+    if len(name.encode("utf-8")) > 180:
+        # A long (valid) file name plus the mark would pass the 255-byte limit of a name.
+        import hashlib
+
+        name = name.encode("utf-8")[:100].decode("utf-8", "ignore") + "-" + \
+            hashlib.sha1(path.name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return path.with_name(f".{name}.{os.getpid()}-{threading.get_ident()}{_TMP_MARK}")
 
 
 def is_temp_name(path: Path) -> bool:
@@ -111,11 +118,17 @@ def write_png_pair_atomic(image_path: Path, image: np.ndarray, label_path: Path,
 
 def read_png_exact(path: Path) -> np.ndarray:
     """The stored array of a PNG the app wrote, bit depth and ids unchanged."""
+    from usgen_desktop.io.images import _raster_size, check_pixel_count, check_regular_file
+
     path = Path(path)
+    check_regular_file(path)  # a project file may have been replaced by anything
     try:
         data = np.fromfile(path, np.uint8)
     except OSError as exc:
         raise ImageReadError(f"Could not read '{path.name}' ({exc.strerror or exc}).") from exc
+    size = _raster_size(data) if data.size else None
+    if size is not None:
+        check_pixel_count(path, *size)
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if arr is None:
         raise ImageReadError(f"'{path.name}' is not a readable PNG (corrupt or truncated).")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -113,6 +114,14 @@ def open_dataset(
     if not plan.items:
         raise DatasetError(f"'{path}' holds no images USGen can read.")
     docs, problems = _load(plan, progress, cancel)
+    if not docs and problems:
+        # Nothing opened: one sentence, not a list of problems and then "nothing to export".
+        if len(plan.items) == 1:
+            raise DatasetError(problems[-1])
+        raise DatasetError(
+            f"None of the {len(plan.items)} images in '{path}' could be read; the first "
+            f"problem: {problems[0][:1].lower()}{problems[0][1:]}"
+        )
     schema = _final_schema(plan, docs)
     for doc in docs:
         doc.schema = schema
@@ -397,9 +406,16 @@ def _apply_csv(plan: _Plan, root: Path) -> None:
         mm = row.get("pixel_mm") or row.get("pixel size(mm)") or row.get("pixel_size_mm")
         if mm:
             try:
-                item.provenance["_pixel_mm"] = float(mm)
+                value = float(mm)
             except ValueError:
-                pass
+                value = float("nan")
+            if math.isfinite(value) and 0 < value < 1000:
+                item.provenance["_pixel_mm"] = value
+            else:
+                plan.problems.append(
+                    f"The pixel size (pixel_mm) '{mm}' of '{item.image.name}' in the table is "
+                    "not a positive number of millimetres; it was ignored."
+                )
 
 
 def _apply_usgen_export(plan: _Plan, root: Path) -> None:
@@ -422,23 +438,38 @@ def _apply_usgen_export(plan: _Plan, root: Path) -> None:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
+        plan.problems.append("The file 'manifest.jsonl' could not be read; it was ignored.")
         return
+    unusable = 0
     for line in lines:
+        if not line.strip():
+            continue
         try:
             rec = json.loads(line)
         except ValueError:
+            unusable += 1
             continue
-        if isinstance(rec, dict) and rec.get("case"):
+        if isinstance(rec, dict) and isinstance(rec.get("case"), (str, int)) and rec["case"] != "":
             by_case[str(rec["case"])] = rec
+        else:
+            unusable += 1
+    if unusable:
+        plan.problems.append(
+            f"{unusable} line{'s' if unusable > 1 else ''} of 'manifest.jsonl' "
+            f"{'are' if unusable > 1 else 'is'} not a record with a 'case'; skipped."
+        )
     for item in plan.items:
         rec = by_case.get(item.name)
         if rec is None:
             continue
-        tags = dict(rec.get("tags") or {})
-        if rec.get("class"):
-            tags["class"] = rec["class"]
+        tags = dict(rec["tags"]) if isinstance(rec.get("tags"), dict) else {}
+        if isinstance(rec.get("class"), (str, int)) and rec["class"] != "":
+            tags["class"] = str(rec["class"])
         item.tags = {**tags, **item.tags}
-        item.name = str(rec.get("name") or item.name)
+        # A display name only: writers make file names from it with paths.safe_filename.
+        name = rec.get("name")
+        if isinstance(name, (str, int, float)) and str(name).strip():
+            item.name = display_name(name)
         if isinstance(rec.get("provenance"), dict):
             item.provenance.update(rec["provenance"])
 
@@ -508,6 +539,9 @@ def _load(plan: _Plan, progress: ProgressFn, cancel: CancelToken | None
         except (OSError, ValueError, MemoryError) as exc:
             name = item.image.name if item.image else item.name
             return f"'{name}' could not be opened ({exc})."
+        except Exception as exc:  # a decoder's own error on a hostile file: skip and count it
+            name = item.image.name if item.image else item.name
+            return f"'{name}' could not be opened ({type(exc).__name__}); it was skipped."
 
     # Decoding releases the GIL, so a few threads open a large folder noticeably faster.
     workers = max(1, min(4, os.cpu_count() or 1))
@@ -525,9 +559,24 @@ def _load(plan: _Plan, progress: ProgressFn, cancel: CancelToken | None
     return docs, problems
 
 
+def display_name(name: object) -> str:
+    """A name from data as the app shows it: text without control characters (NUL, line
+    breaks), at most 200 characters. File names are made from it by ``paths.safe_filename``."""
+    text = "".join(c if c.isprintable() else " " for c in str(name)).strip()
+    return text[:200] or "unnamed"
+
+
 def _load_item(item: _Item, schema: LabelSchema | None = None) -> Document:
+    notes: list[str] = []
+    doc = _load_item_noted(item, schema, notes)
+    if notes:
+        item.note = " ".join(([item.note] if item.note else []) + notes)
+    return doc
+
+
+def _load_item_noted(item: _Item, schema: LabelSchema | None, notes: list[str]) -> Document:
     if item.image is None:  # a label map with no image yet
-        labels = read_mask(item.masks[0], None, schema=schema)
+        labels = read_mask(item.masks[0], None, schema=schema, notes=notes)
         return Document(labels=labels, schema=_PLACEHOLDER, image=None, name=item.name,
                         tags=dict(item.tags),
                         provenance={k: v for k, v in item.provenance.items()
@@ -545,7 +594,7 @@ def _load_item(item: _Item, schema: LabelSchema | None = None) -> Document:
     elif len(item.masks) > 1 and item.binary:
         labels = read_masks_or(item.masks, shape)
     else:
-        labels = read_mask(item.masks[0], shape, schema=schema)
+        labels = read_mask(item.masks[0], shape, schema=schema, notes=notes)
     if item.masks:
         image.meta["mask_files"] = [str(p) for p in item.masks]
     provenance = {k: v for k, v in item.provenance.items() if not k.startswith("_")}

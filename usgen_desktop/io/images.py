@@ -11,6 +11,7 @@ usually empty). ``meta["frames"]`` tells the caller how many there are.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,11 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 META_SUFFIXES = (".mhd", ".mha")
 IMAGE_SUFFIXES = RASTER_SUFFIXES + TIFF_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES + META_SUFFIXES
+
+# The largest image (one frame) USGen decodes: 100 megapixels, far above any ultrasound
+# scanner's output, far below what a forged header can claim (a 30000 x 30000 PNG header is a
+# few hundred bytes but would take 0.9-3.6 GB to decode). Checked from the header first.
+MAX_PIXELS = 100_000_000
 
 
 @dataclass
@@ -66,13 +72,56 @@ def _looks_like_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+def check_pixel_count(path: Path, width: int, height: int, what: str = "image") -> None:
+    """Refuse, from the header's claim alone, an image too large to decode safely."""
+    width, height = int(width), int(height)
+    if width < 1 or height < 1:
+        raise ImageReadError(
+            f"'{Path(path).name}' claims an impossible size of {width}x{height} pixels."
+        )
+    if width * height > MAX_PIXELS:
+        raise ImageReadError(
+            f"'{Path(path).name}' claims to be a {width}x{height} pixel {what}, too large to "
+            f"open (USGen opens images of up to {MAX_PIXELS // 1_000_000} million pixels)."
+        )
+
+
+def check_regular_file(path: Path) -> None:
+    """Refuse what is not a plain file (a pipe, a device, a socket) before opening it: reading
+    a FIFO named ``x.png`` would wait forever, a device would never end."""
+    import stat
+
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ImageReadError(f"The file '{path}' does not exist.") from None
+    except OSError as exc:
+        raise ImageReadError(f"Could not read '{path.name}' ({exc.strerror or exc}).") from exc
+    if stat.S_ISDIR(mode):
+        raise ImageReadError(f"'{path.name}' is a folder, not an image file.")
+    if not stat.S_ISREG(mode):
+        raise ImageReadError(
+            f"'{path.name}' is not a regular file (a pipe, device or socket); USGen reads "
+            "image files only."
+        )
+
+
 def read_array(path: Path, frame: int | None = None) -> RawImage:
     """The stored pixels of one 2-D image (or one frame/slice) of any supported format."""
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"The file '{path}' does not exist.")
-    if path.is_dir():
-        raise ImageReadError(f"'{path.name}' is a folder, not an image file.")
+    check_regular_file(path)
+    raw = _read_any(path, frame)
+    px = raw.pixels
+    if px.ndim == 3 and px.shape[2] > 4:
+        raise ImageReadError(
+            f"'{path.name}' has {px.shape[2]} channels; USGen reads gray, gray + alpha, RGB and "
+            "RGBA images."
+        )
+    return raw
+
+
+def _read_any(path: Path, frame: int | None) -> RawImage:
     suffix = suffix_of(path)
     if suffix in RASTER_SUFFIXES:
         return _read_raster(path, frame)
@@ -99,6 +148,9 @@ def read_image(path: Path, frame: int | None = None) -> UltrasoundImage:
     """
     path = Path(path)
     raw = read_array(path, frame)
+    if raw.pixel_spacing is not None and not all(
+            math.isfinite(v) and 0 < v < 1000 for v in raw.pixel_spacing):
+        raw.pixel_spacing = None  # a header's NaN, infinite or negative spacing means "unknown"
     px = raw.pixels
     was_color = False
     if px.ndim == 3:
@@ -163,8 +215,20 @@ def _pick_frame(stack: np.ndarray, frame: int | None, path: Path, default: int =
 
 
 # -- PNG / JPEG / BMP ------------------------------------------------------------------
-def _read_raster(path: Path, frame: int | None) -> RawImage:
+def _quiet_cv2():
+    """OpenCV with its own log lines switched off: USGen says what is wrong in one sentence
+    (a truncated BMP made OpenCV print ``[ERROR:0@...]`` on the terminal first)."""
     import cv2
+
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # pragma: no cover - builds without the logging module
+        pass
+    return cv2
+
+
+def _read_raster(path: Path, frame: int | None) -> RawImage:
+    cv2 = _quiet_cv2()
 
     try:
         data = np.fromfile(path, np.uint8)
@@ -172,6 +236,9 @@ def _read_raster(path: Path, frame: int | None) -> RawImage:
         raise ImageReadError(f"Could not read '{path.name}' ({exc.strerror or exc}).") from exc
     if data.size == 0:
         raise ImageReadError(f"'{path.name}' is empty (0 bytes).")
+    size = _raster_size(data)
+    if size is not None:
+        check_pixel_count(path, *size)
     _check_complete(path, data)
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if arr is None:
@@ -184,19 +251,86 @@ def _read_raster(path: Path, frame: int | None) -> RawImage:
     return RawImage(arr, meta={"frames": 1, "format": suffix_of(path).lstrip(".")})
 
 
+def _raster_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) as a PNG, BMP or JPEG header states it, without decoding; None when the
+    header says nothing (the decoder then judges the file)."""
+    import struct
+
+    head = data[:32].tobytes()
+    if head.startswith(b"\x89PNG") and len(head) >= 24 and head[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", head[16:24])
+        return w, h
+    if head.startswith(b"BM") and len(head) >= 26:
+        (hsize,) = struct.unpack("<I", head[14:18])
+        if hsize == 12:
+            w, h = struct.unpack("<HH", head[18:22])
+        else:
+            w, h = struct.unpack("<ii", head[18:26])
+        return abs(w) or 0, abs(h) or 0
+    if head.startswith(b"\xff\xd8"):
+        blob = data.tobytes()
+        pos = 2
+        while pos + 9 < len(blob):
+            if blob[pos] != 0xFF:
+                return None
+            marker = blob[pos + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                pos += 2
+                continue
+            (length,) = struct.unpack(">H", blob[pos + 2: pos + 4])
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                h, w = struct.unpack(">HH", blob[pos + 5: pos + 9])
+                return w, h
+            pos += 2 + length
+    return None
+
+
 def _check_complete(path: Path, data: np.ndarray) -> None:
-    """Catch truncated PNG/JPEG files, which decoders would otherwise show half grey."""
+    """Catch truncated PNG/JPEG/BMP files, which decoders would otherwise show half grey (or
+    complain about on the terminal before USGen could say anything)."""
     head = data[:8].tobytes()
     tail = data[-64:].tobytes()
+    if head.startswith(b"BM") and data.size >= 14:
+        import struct
+
+        (declared,) = struct.unpack("<I", data[2:6].tobytes())
+        (offset,) = struct.unpack("<I", data[10:14].tobytes())
+        if data.size < 54 or declared > data.size or offset >= data.size:
+            raise ImageReadError(f"'{path.name}' is truncated (the BMP file ends early).")
     if head.startswith(b"\x89PNG"):
         if b"IEND" not in tail:
             raise ImageReadError(f"'{path.name}' is truncated (the PNG file ends early).")
-        if not _png_checksums_ok(data.tobytes()):
+        blob = data.tobytes()
+        if not _png_checksums_ok(blob):
             # Caught here because libpng would print its own error to the terminal first.
             raise ImageReadError(f"'{path.name}' is corrupt (its PNG checksums do not match).")
+        if not _png_data_complete(blob):
+            # Same reason: libpng prints "Not enough image data" before OpenCV returns.
+            raise ImageReadError(
+                f"'{path.name}' is truncated or corrupt (its PNG image data is incomplete)."
+            )
     if head.startswith(b"\xff\xd8"):
         if b"\xff\xd9" not in tail:
             raise ImageReadError(f"'{path.name}' is truncated (the JPEG file ends early).")
+
+
+def _png_data_complete(blob: bytes) -> bool:
+    """False when the compressed image data (IDAT) is too short to hold the pixels the header
+    claims: deflate packs at most about 1032 bytes into one, so fewer IDAT bytes than
+    1/1032 of the raw size cannot be a whole image. A cheap bound (no inflating) that catches
+    forged headers before libpng prints "Not enough image data" on the terminal."""
+    import struct
+
+    width, height, depth, colour = struct.unpack(">IIBB", blob[16:26])
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour, 1)
+    need = height * (1 + (width * channels * depth + 7) // 8)
+    have, pos = 0, 8
+    while pos + 12 <= len(blob):
+        (length,) = struct.unpack(">I", blob[pos: pos + 4])
+        if blob[pos + 4: pos + 8] == b"IDAT":
+            have += length
+        pos += 12 + length
+    return have * 1032 + 64 >= need
 
 
 def _png_checksums_ok(blob: bytes) -> bool:
@@ -230,6 +364,10 @@ def _read_with_pillow(path: Path) -> np.ndarray:
             elif im.mode == "1":
                 im = im.convert("L")
             return np.asarray(im)
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(
+            f"'{path.name}' claims to be too large an image to open safely."
+        ) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageReadError(
             f"'{path.name}' is corrupt or not really a {suffix_of(path).lstrip('.').upper()} "
@@ -248,6 +386,7 @@ def _read_tiff(path: Path, frame: int | None) -> RawImage:
         with tifffile.TiffFile(path) as tif:
             n_pages = len(tif.pages)
             series = tif.series[0] if tif.series else None
+            _check_tiff_page(path, tif.pages[0])
             if n_pages > 1:
                 index = 0 if frame is None else int(frame)
                 if not 0 <= index < n_pages:
@@ -255,8 +394,13 @@ def _read_tiff(path: Path, frame: int | None) -> RawImage:
                         f"'{path.name}' has {n_pages} frames (0-{n_pages - 1}); frame {index} "
                         "does not exist."
                     )
+                _check_tiff_page(path, tif.pages[index])
                 arr = tif.pages[index].asarray()
             else:
+                if series is not None and int(np.prod(series.shape)) > 4 * MAX_PIXELS:
+                    raise ImageReadError(
+                        f"'{path.name}' holds {series.shape} values, too many to open."
+                    )
                 arr = series.asarray() if series is not None else tif.pages[0].asarray()
                 if arr.ndim == 3 and arr.shape[-1] not in (1, 2, 3, 4):
                     n_pages = arr.shape[0]  # one page holding a stack of frames
@@ -283,8 +427,20 @@ def _read_tiff(path: Path, frame: int | None) -> RawImage:
     return RawImage(arr, spacing, {"frames": max(1, n_pages), "format": "tiff"})
 
 
+def _check_tiff_page(path: Path, page: Any) -> None:
+    """Size and channel count of one TIFF page from its tags, before any pixel is decoded."""
+    width, height = int(getattr(page, "imagewidth", 0)), int(getattr(page, "imagelength", 0))
+    check_pixel_count(path, width, height)
+    samples = int(getattr(page, "samplesperpixel", 1) or 1)
+    if samples > 4:
+        raise ImageReadError(
+            f"'{path.name}' has {samples} channels; USGen reads gray, gray + alpha, RGB and "
+            "RGBA images."
+        )
+
+
 def _read_tiff_cv2(path: Path, frame: int | None) -> tuple[np.ndarray | None, int]:
-    import cv2
+    cv2 = _quiet_cv2()
 
     try:
         ok, pages = cv2.imreadmulti(str(path), flags=cv2.IMREAD_UNCHANGED)
@@ -335,6 +491,12 @@ def _read_dicom(path: Path, frame: int | None) -> RawImage:
         raise ImageReadError(f"'{path.name}' is corrupt or not a DICOM file.") from exc
     if "PixelData" not in ds:
         raise ImageReadError(f"'{path.name}' is a DICOM file without an image in it.")
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except (AttributeError, TypeError, ValueError):
+        raise ImageReadError(f"'{path.name}' is a DICOM file without a valid image size.") \
+            from None
+    check_pixel_count(path, cols, rows)
     n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     index = 0 if frame is None else int(frame)
     if not 0 <= index < n_frames:
@@ -405,6 +567,14 @@ def _read_nifti(path: Path, frame: int | None) -> RawImage:
 
     try:
         img = nib.load(str(path))
+        shape = tuple(int(n) for n in img.shape)
+    except Exception as exc:  # nibabel raises ImageFileError, EOFError, zlib errors, ...
+        raise ImageReadError(f"'{path.name}' is corrupt or not a NIfTI file.") from exc
+    if len(shape) >= 2:
+        check_pixel_count(path, shape[0], shape[1])
+    if int(np.prod(shape)) > 4 * MAX_PIXELS:
+        raise ImageReadError(f"'{path.name}' holds {shape} values, too many to open.")
+    try:
         data = np.asanyarray(img.dataobj)
         zooms = img.header.get_zooms()
     except Exception as exc:  # nibabel raises ImageFileError, EOFError, zlib errors, ...

@@ -18,11 +18,17 @@ from usgen_desktop.io.images import read_array
 
 
 def mask_to_ids(arr: np.ndarray, name: str = "the mask",
-                schema: LabelSchema | None = None) -> np.ndarray:
+                schema: LabelSchema | None = None, notes: list[str] | None = None) -> np.ndarray:
     """uint8 label ids from a stored mask array (any channels, 8/16-bit, bool).
 
     A colour-coded mask (channels differ) maps each colour to the schema label of that colour;
     colours the schema lacks get the next free ids in a fixed (sorted) order.
+
+    A gray mask whose brightest value is 255 and that holds a few other gray levels (such as
+    0/128/255) is read by this rule: when every level covers solid regions, the levels are
+    separate structures and become labels 1, 2, ... in order of brightness, with a sentence in
+    ``notes`` (or a warning when ``notes`` is None) saying so; when the extra levels only line
+    thin edges (resampling, JPEG), it is one blurred binary mask and is thresholded at 128.
     """
     a = np.asarray(arr)
     if a.ndim == 3:
@@ -67,11 +73,40 @@ def mask_to_ids(arr: np.ndarray, name: str = "the mask",
     if nonzero[-1] == 255:
         if len(nonzero) == 1:
             return (a == 255).astype(np.uint8)  # the usual 0/255 binary mask
+        if len(nonzero) <= 8 and _levels_are_regions(a, nonzero):
+            lut = np.zeros(256, np.uint8)
+            lut[nonzero] = np.arange(1, len(nonzero) + 1)
+            levels = ", ".join(str(int(v)) for v in present)
+            ids = ", ".join(str(i) for i in range(1, len(nonzero) + 1))
+            _note(notes, f"{name} holds {len(present)} gray levels ({levels}); they were read "
+                  f"as labels {ids} in order of brightness (background 0).")
+            return lut[a]
         lossy = len(nonzero) > 8 or bool(((nonzero >= 128) & (nonzero < 255)).any())
         if lossy:
             # A binary mask whose edges were blurred by resampling or JPEG: threshold it.
             return (a >= 128).astype(np.uint8)
     return a
+
+
+def _levels_are_regions(a: np.ndarray, levels: np.ndarray) -> bool:
+    """True when every gray level holds pixels with all 8 neighbours at that level too (a solid
+    region); blurred edges of a binary mask are only a pixel or two wide."""
+    import cv2
+
+    kernel = np.ones((3, 3), np.uint8)
+    for v in levels.tolist():
+        if not cv2.erode((a == v).astype(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE).any():
+            return False
+    return True
+
+
+def _note(notes: list[str] | None, sentence: str) -> None:
+    if notes is not None:
+        notes.append(sentence)
+    else:
+        import warnings
+
+        warnings.warn(sentence, UserWarning, stacklevel=3)
 
 
 def _colours_to_ids(rgb: np.ndarray, name: str, schema: LabelSchema | None) -> np.ndarray:
@@ -109,15 +144,19 @@ def _colours_to_ids(rgb: np.ndarray, name: str, schema: LabelSchema | None) -> n
 
 
 def read_mask(path: Path, shape: tuple[int, int] | None = None, frame: int | None = None,
-              schema: LabelSchema | None = None) -> LabelMap:
+              schema: LabelSchema | None = None, notes: list[str] | None = None) -> LabelMap:
     """A label map from a mask file; ``shape`` (height, width) is checked when given.
 
-    ``schema`` lets a colour-coded mask map its colours to the right label ids.
+    ``schema`` lets a colour-coded mask map its colours to the right label ids; ``notes``
+    collects sentences about how an unusual mask was read (see ``mask_to_ids``).
     """
+    from usgen_desktop.io.images import check_regular_file
+
     path = Path(path)
+    check_regular_file(path)  # before anything opens it: a FIFO would block the open
     indices = _palette_indices(path)
     pixels = indices if indices is not None else read_array(path, frame).pixels
-    labels = LabelMap(mask_to_ids(pixels, f"The mask '{path.name}'", schema))
+    labels = LabelMap(mask_to_ids(pixels, f"The mask '{path.name}'", schema, notes))
     if shape is not None and labels.shape != tuple(shape):
         raise MaskMismatchError(
             f"The mask '{path.name}' is {labels.shape[1]}x{labels.shape[0]} pixels but its image "
@@ -145,8 +184,11 @@ def _palette_indices(path: Path) -> np.ndarray | None:
 
     try:
         with Image.open(path) as im:
+            from usgen_desktop.io.images import check_pixel_count
+
+            check_pixel_count(path, *im.size)
             return np.asarray(im) if im.mode == "P" else None
-    except (OSError, ValueError, SyntaxError):
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None  # the normal reader gives the one-sentence error
 
 

@@ -57,7 +57,18 @@ def read_metaimage(path: Path, frame: int | None = None):
         raise ImageReadError(
             f"The MetaImage header '{path.name}' lacks a valid DimSize or ElementType."
         ) from exc
-    channels = int(header.get("ElementNumberOfChannels", "1") or 1)
+    try:
+        channels = int(header.get("ElementNumberOfChannels", "1") or 1)
+    except ValueError:
+        channels = 0
+    from usgen_desktop.io.images import check_pixel_count
+
+    if not dims or min(dims) < 1 or not 1 <= channels <= 4:
+        raise ImageReadError(
+            f"The MetaImage header '{path.name}' gives an impossible size ({dims}, "
+            f"{channels} channels)."
+        )
+    check_pixel_count(path, dims[0], dims[1])
     msb = (header.get("ElementByteOrderMSB") or header.get("BinaryDataByteOrderMSB") or "False")
     dtype = dtype.newbyteorder(">" if msb.lower() == "true" else "<")
     data_file = header["ElementDataFile"]
@@ -66,9 +77,15 @@ def read_metaimage(path: Path, frame: int | None = None):
     elif data_file.upper().startswith("LIST") or "%" in data_file:
         raise ImageReadError(f"'{path.name}' splits its data over several files; not supported.")
     else:
-        data_path = path.parent / data_file
+        from usgen_desktop.errors import UnsafePathError
+        from usgen_desktop.paths import inside
+
         try:
+            # the header names its data file; it must sit beside the header, not anywhere
+            data_path = inside(path.parent, data_file, f"The data file named by '{path.name}'")
             raw = data_path.read_bytes()
+        except UnsafePathError as exc:
+            raise ImageReadError(str(exc)) from exc
         except OSError as exc:
             raise ImageReadError(
                 f"The data file '{data_file}' named by '{path.name}' is missing or unreadable."
@@ -80,7 +97,9 @@ def read_metaimage(path: Path, frame: int | None = None):
         raw = raw[len(raw) - int(np.prod(dims)) * channels * dtype.itemsize:]
     if header.get("CompressedData", "False").lower() == "true":
         try:
-            raw = zlib.decompress(raw)
+            # never inflate past what the header says (a small file may expand to gigabytes)
+            want = int(np.prod(dims)) * channels * dtype.itemsize
+            raw = zlib.decompressobj().decompress(raw, want)
         except zlib.error as exc:
             raise ImageReadError(f"The compressed data of '{path.name}' is corrupt.") from exc
     count = int(np.prod(dims)) * channels

@@ -35,16 +35,25 @@ def plan_nnunet(root: Path) -> tuple[list, str, LabelSchema | None, list[str]]:
     items: list[Any] = []
     if "file_ending" not in meta and isinstance(meta.get("training"), list):
         layout = "decathlon"
+        skipped = 0
         for entry in meta["training"]:
             if not isinstance(entry, dict) or "image" not in entry:
+                skipped += 1
                 continue
-            image = (root / str(entry["image"])).resolve()
-            label = entry.get("label")
+            try:
+                # Paths in dataset.json are the dataset's own files: '../' or an absolute path
+                # would import (and export) a file from anywhere on the computer.
+                image = _listed_path(root, entry["image"], "image")
+                label = entry.get("label")
+                masks = [_listed_path(root, label, "label")] if label else []
+            except UsgenError as exc:
+                problems.append(f"{str(exc).rstrip('.')}; that entry of dataset.json was skipped.")
+                continue
             case = _strip_suffix(image.name)
-            items.append(_Item(
-                image, [(root / str(label)).resolve()] if label else [], case,
-                {"split": "train"}, binary=False,
-            ))
+            items.append(_Item(image, masks, case, {"split": "train"}, binary=False))
+        if skipped:
+            problems.append(f"{skipped} entries of the training list in dataset.json are not "
+                            "{\"image\": ..., \"label\": ...} records; they were skipped.")
         missing = [i for i in items if not i.image.exists()]
         for it in missing:
             problems.append(f"The image '{it.image.name}' listed in dataset.json is missing.")
@@ -84,6 +93,20 @@ def plan_nnunet(root: Path) -> tuple[list, str, LabelSchema | None, list[str]]:
                 items.append(_Item(p, masks, case, {"split": split},
                                    binary=False))
     return items, layout, schema, problems
+
+
+def _listed_path(root: Path, value: Any, what: str) -> Path:
+    """A path listed in dataset.json, when it is a file name inside the dataset ``root``."""
+    from usgen_desktop.paths import inside
+
+    if not isinstance(value, str) or not value.strip():
+        raise UsgenError(f"The {what} entry {json.dumps(value)[:60]} in dataset.json is not a "
+                         "file name")
+    try:
+        return inside(root, value, f"The {what} path listed in dataset.json")
+    except UsgenError as exc:
+        raise UsgenError(str(exc).replace(f"points outside '{root}'",
+                                          "points outside the dataset folder")) from exc
 
 
 def _strip_suffix(name: str) -> str:

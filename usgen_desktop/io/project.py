@@ -15,8 +15,11 @@ every few seconds from a timer.
 from __future__ import annotations
 
 import json
+import math
+import re
 import shutil
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -108,28 +111,46 @@ class Project:
             meta = json.loads(path.read_text(encoding="utf-8"))
             version = int(meta.get("version", 1))
             schema = LabelSchema.from_dict(meta["schema"])
-            entries = list(meta.get("documents", []))
-        except (OSError, ValueError, KeyError, TypeError, UsgenError) as exc:
+            entries = meta.get("documents", [])
+            if not isinstance(entries, list):
+                raise TypeError("documents is not a list")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, UsgenError) as exc:
             raise DatasetError(f"The project file '{path}' is damaged and cannot be read.") from exc
         if version > FORMAT_VERSION:
             raise DatasetError(
                 f"The project '{folder.name}' was saved by a newer USGen (format {version}); "
                 "update USGen to open it."
             )
-        project = cls(folder, schema, meta.get("name") or folder.name)
+        project = cls(folder, schema, str(meta.get("name") or folder.name))
         settings = meta.get("settings")
         if isinstance(settings, dict):
             project.settings = settings
             project._saved_settings = _settings_key(settings)
-        for entry in entries:
+        seen: set[str] = set()
+        for n, entry in enumerate(entries, 1):
+            if not isinstance(entry, dict):
+                project.problems.append(
+                    f"Entry {n} of the project's document list is damaged; it was skipped."
+                )
+                continue
             try:
                 doc = _load_document(folder, entry, schema)
-            except (UsgenError, OSError, KeyError, TypeError, ValueError) as exc:
-                label = entry.get("name") or entry.get("uid") or "?"
+            except (UsgenError, OSError, KeyError, TypeError, ValueError, IndexError) as exc:
+                label = display_label(entry)
                 reason = str(exc) if isinstance(exc, UsgenError) else "its files are damaged"
                 project.problems.append(f"Document '{label}' could not be loaded: {reason}")
                 continue
+            if doc.uid in seen:
+                doc.uid = _new_uid()
+            seen.add(doc.uid)
             project.documents.append(doc)
+            if doc.uid != entry.get("uid"):
+                # Not on disk under this id yet: the next save writes its files.
+                project.problems.append(
+                    f"Document '{doc.name}' had an id that is not a plain file name; it was "
+                    "given a new one."
+                )
+                continue
             project._saved_rev[doc.uid] = doc.revision
             project._saved_image[doc.uid] = doc.image
         return project
@@ -231,10 +252,10 @@ class Project:
         }
 
     def _image_path(self, uid: str) -> Path:
-        return self.folder / "images" / f"{uid}.png"
+        return _uid_path(self.folder, "images", uid)
 
     def _labels_path(self, uid: str) -> Path:
-        return self.folder / "labels" / f"{uid}.png"
+        return _uid_path(self.folder, "labels", uid)
 
     # -- autosave --------------------------------------------------------------------
     @property
@@ -258,19 +279,19 @@ class Project:
         try:
             (adir / "labels").mkdir(parents=True, exist_ok=True)
             for doc in changed:
-                write_png_atomic(adir / "labels" / f"{doc.uid}.png", doc.labels.data)
+                write_png_atomic(_uid_path(adir, "labels", doc.uid), doc.labels.data)
                 self._autosaved_rev[doc.uid] = doc.revision
             new_entries = []
             for doc in unsaved:
                 rel = None
                 if doc.image is not None:
                     rel = f"{AUTOSAVE_DIR}/images/{doc.uid}.png"
-                    path = self.folder / rel
+                    path = _uid_path(self.folder / AUTOSAVE_DIR, "images", doc.uid)
                     if not path.exists():
                         path.parent.mkdir(exist_ok=True)
                         write_png_atomic(path, doc.image.pixels)
-                if not (adir / "labels" / f"{doc.uid}.png").exists():
-                    write_png_atomic(adir / "labels" / f"{doc.uid}.png", doc.labels.data)
+                if not _uid_path(adir, "labels", doc.uid).exists():
+                    write_png_atomic(_uid_path(adir, "labels", doc.uid), doc.labels.data)
                     self._autosaved_rev[doc.uid] = doc.revision
                 entry = self._entry(doc, image_path=rel)
                 entry["labels"] = f"{AUTOSAVE_DIR}/labels/{doc.uid}.png"
@@ -305,14 +326,14 @@ class Project:
         adir = self.autosave_dir
         restored = 0
         known = {d.uid: d for d in self.documents}
-        for entry in state.get("new_documents", []):
+        for entry in _records(state.get("new_documents")):
             if entry.get("uid") in known:
                 continue
             try:
-                doc = _load_document(self.folder, entry, self.schema)
-            except (UsgenError, OSError, KeyError, TypeError, ValueError):
+                doc = _load_document(self.folder, entry, self.schema, strict_uid=True)
+            except (UsgenError, OSError, KeyError, TypeError, ValueError, IndexError):
                 self.problems.append(
-                    f"An autosaved document '{entry.get('name', '?')}' could not be restored."
+                    f"An autosaved document '{display_label(entry)}' could not be restored."
                 )
                 continue
             doc.revision = 1  # differs from every saved revision: the next save writes it
@@ -320,13 +341,13 @@ class Project:
             known[doc.uid] = doc
             self._autosaved_rev[doc.uid] = doc.revision
             restored += 1
-        new_uids = {e.get("uid") for e in state.get("new_documents", [])}
-        for uid in state.get("labels", []):
+        new_uids = {e.get("uid") for e in _records(state.get("new_documents"))}
+        for uid in _strings(state.get("labels")):
             doc = known.get(uid)
             if doc is None or uid in new_uids:
                 continue
             try:
-                data = read_png_exact(adir / "labels" / f"{uid}.png")
+                data = read_png_exact(_uid_path(adir, "labels", uid))
                 new = LabelMap(data)
                 if new.shape != doc.shape:
                     raise UsgenError("size changed")
@@ -337,10 +358,10 @@ class Project:
                 doc.replace_labels(new, name="restore autosave")
             restored += 1
             self._autosaved_rev[uid] = doc.revision
-        for uid in state.get("removed", []):
+        for uid in _strings(state.get("removed")):
             if uid in known:
                 self.remove(uid)
-        order = {uid: i for i, uid in enumerate(state.get("order", []))}
+        order = {uid: i for i, uid in enumerate(_strings(state.get("order")))}
         self.documents.sort(key=lambda d: order.get(d.uid, len(order)))
         return restored
 
@@ -368,38 +389,99 @@ def _settings_key(settings: dict[str, Any]) -> str:
         return repr(settings)
 
 
-def _load_document(folder: Path, entry: dict[str, Any], schema: LabelSchema) -> Document:
-    """One document from its project.json entry (paths relative to ``folder``)."""
-    uid = str(entry["uid"])
-    labels_rel = entry.get("labels") or f"labels/{uid}.png"
+_UID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _new_uid() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def valid_uid(uid: object) -> bool:
+    """Document ids name files (``labels/<uid>.png``): letters, digits, ``_`` and ``-`` only."""
+    return isinstance(uid, str) and bool(_UID_RE.match(uid))
+
+
+def _uid_path(folder: Path, sub: str, uid: str) -> Path:
+    """``folder/sub/<uid>.png``, refused for an id that could leave ``folder``."""
+    if not valid_uid(uid):
+        raise UsgenError(f"The document id {str(uid)[:40]!r} is not a valid file name.")
+    return folder / sub / f"{uid}.png"
+
+
+def display_label(entry: dict[str, Any]) -> str:
+    from usgen_desktop.io.datasets import display_name
+
+    return display_name(entry.get("name") or entry.get("uid") or "?")
+
+
+def _records(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _strings(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _spacing(value: Any) -> tuple[float, float] | None:
+    """A stored pixel spacing when it is two positive finite numbers, else None."""
+    try:
+        row, col = float(value[0]), float(value[1])
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
+    return (row, col) if all(math.isfinite(v) and v > 0 for v in (row, col)) else None
+
+
+def _load_document(folder: Path, entry: dict[str, Any], schema: LabelSchema,
+                   strict_uid: bool = False) -> Document:
+    """One document from its project.json entry (paths relative to ``folder``, and inside it).
+
+    A uid that is not a plain id (``../../x``, an absolute path) is replaced by a fresh one so
+    the document still opens but can never make a save write outside the project; with
+    ``strict_uid`` (autosave entries) such a document is refused.
+    """
+    from usgen_desktop.paths import inside
+
+    uid = entry["uid"]
+    if not valid_uid(uid):
+        if strict_uid:
+            raise UsgenError("its id is not a valid file name")
+        uid = None
+    labels_rel = entry.get("labels") or (f"labels/{uid}.png" if uid else None)
     image_rel = entry.get("image")
     image = None
     if image_rel:
-        pixels = read_png_exact(folder / image_rel)
-        spacing = entry.get("pixel_spacing")
+        pixels = read_png_exact(inside(folder, str(image_rel), "Its image file"))
         source = entry.get("source")
         image = UltrasoundImage(
             pixels,
-            source=Path(source) if source else None,
+            source=Path(source) if isinstance(source, str) and "\x00" not in source else None,
             was_color=bool(entry.get("was_color", False)),
-            pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing else None,
+            pixel_spacing=_spacing(entry.get("pixel_spacing")),
         )
-    labels_path = folder / labels_rel
-    if labels_path.exists() and not is_temp_name(labels_path):
+    labels_path = inside(folder, str(labels_rel), "Its label file") if labels_rel else None
+    if labels_path is not None and labels_path.exists() and not is_temp_name(labels_path):
         labels = LabelMap(read_png_exact(labels_path))
     elif image is not None:
         labels = LabelMap.empty(image.height, image.width)
     elif entry.get("shape"):
-        labels = LabelMap.empty(int(entry["shape"][0]), int(entry["shape"][1]))
+        h, w = int(entry["shape"][0]), int(entry["shape"][1])
+        if not (1 <= h <= 20000 and 1 <= w <= 20000):
+            raise UsgenError(f"its stored size {h}x{w} is impossible")
+        labels = LabelMap.empty(h, w)
     else:
         raise UsgenError("its label map is missing")
-    return Document(
+    from usgen_desktop.io.datasets import display_name
+
+    doc = Document(
         labels=labels,
         schema=schema,
         image=image,
-        name=str(entry.get("name") or uid),
-        tags=dict(entry.get("tags") or {}),
-        uid=uid,
-        parent=entry.get("parent"),
-        provenance=dict(entry.get("provenance") or {}),
+        name=display_name(entry.get("name") or uid or "document"),
+        tags=dict(entry["tags"]) if isinstance(entry.get("tags"), dict) else {},
+        parent=entry.get("parent") if isinstance(entry.get("parent"), str) else None,
+        provenance=dict(entry["provenance"]) if isinstance(entry.get("provenance"), dict)
+        else {},
     )
+    if uid is not None:
+        doc.uid = uid
+    return doc

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,8 @@ class GenerationRequest:
             raise UsgenError("Give one name per label map (or none).")
         if self.threads is not None and int(self.threads) < 1:
             raise UsgenError("The number of CPU threads must be at least 1.")
+        if not math.isfinite(float(self.guidance)) or self.guidance < 0:
+            raise UsgenError(f"Guidance must be a finite number of at least 0 (got {self.guidance}).")
 
     @property
     def total(self) -> int:
@@ -130,6 +133,40 @@ class Backend(Protocol):
         ...
 
 
+def backend_params(backend: str) -> dict[str, str] | None:
+    """The settings (``request.params`` keys -> what they do) a backend declares in its
+    module's ``PARAMS``; None when the module declares none (then any key passes)."""
+    try:
+        module = importlib.import_module(BACKENDS[backend])
+    except ModuleNotFoundError as exc:
+        if exc.name != BACKENDS[backend]:
+            raise
+        raise UsgenError(f"The '{backend}' backend is not part of this installation of USGen.") \
+            from exc
+    declared = getattr(module, "PARAMS", None)
+    return dict(declared) if declared is not None else None
+
+
+def check_params(backend: str, params: dict[str, Any]) -> None:
+    """Refuse a setting the backend does not take, naming the ones it does: a typo such as
+    ``dynamic_range=10`` would otherwise be ignored while the manifest records it as applied."""
+    import difflib
+
+    accepted = backend_params(backend)
+    if accepted is None:
+        return
+    unknown = [k for k in params if k not in accepted]
+    if not unknown:
+        return
+    key = unknown[0]
+    close = difflib.get_close_matches(key, list(accepted), n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    takes = ", ".join(sorted(accepted)) if accepted else "no settings"
+    raise UsgenError(
+        f"The {backend} backend has no setting '{key}'{hint}; it takes: {takes}."
+    )
+
+
 def load_backend(request: GenerationRequest) -> Backend:
     try:
         module = importlib.import_module(BACKENDS[request.backend])
@@ -139,6 +176,10 @@ def load_backend(request: GenerationRequest) -> Backend:
         raise UsgenError(
             f"The '{request.backend}' backend is not part of this installation of USGen."
         ) from exc
+    # Here rather than in validate(): a diffusion backend's module imports torch, which must
+    # not happen on the GUI thread. Still before any image is made or any folder written.
+    if request.params:
+        check_params(request.backend, request.params)
     return module.load(request)
 
 

@@ -264,6 +264,11 @@ class ControlNetBackend:
             pipe = StableDiffusionPipeline.from_pretrained(self.sd_dir, **common)
         if lora:
             lp = Path(lora)
+            if not lp.exists():
+                raise ModelError(f"The LoRA file '{lp}' does not exist.")
+            if lp.is_file() and lp.suffix != ".safetensors":
+                raise ModelError(f"The LoRA file '{lp}' is not a .safetensors file; USGen loads "
+                                 "safetensors only.")
             folder, name = (lp.parent, lp.name) if lp.is_file() else (lp, LORA_WEIGHTS)
             pipe.load_lora_weights(str(folder), weight_name=name, local_files_only=True,
                                    use_safetensors=True)

@@ -39,7 +39,7 @@ from usgen_desktop.synthesis import devices
 CONFIG_NAME = "usgen_model.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 SAMPLERS = ("dpm++", "ddim")
-# the request.params keys this backend reads (any other is a mistake the caller should hear of)
+# The settings this backend takes in ``request.params`` (any other key is refused).
 PARAMS: dict[str, str] = {
     "sampler": "dpm++ (default) or ddim",
     "weights": "ema (default) or raw",
@@ -107,6 +107,11 @@ class SdmConfig:
         size = d["size"]
         if isinstance(size, int):
             size = [size, size]
+        if (not isinstance(size, (list, tuple)) or len(size) != 2
+                or not all(isinstance(v, int) and 8 <= v <= 2048 and v % 8 == 0 for v in size)):
+            raise ModelError(
+                f"its size {json.dumps(size)[:40]} is not two multiples of 8 from 8 to 2048"
+            )
         return cls(
             size=(int(size[0]), int(size[1])),
             schema=LabelSchema.from_dict(d["schema"]),
@@ -186,6 +191,9 @@ def weights_folder(folder: Path, prefer_ema: bool = True) -> Path:
         sub = folder / name
         if (sub / WEIGHTS_NAME).is_file() and (sub / "config.json").is_file():
             return sub
+    from usgen_desktop.synthesis.weights import require_safetensors
+
+    require_safetensors(folder, candidates, "sdm model")  # a pickle-only folder says so
     raise ModelError(
         f"The sdm model folder '{folder}' has no weights: unet/{WEIGHTS_NAME} is missing."
     )

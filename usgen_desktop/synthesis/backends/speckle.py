@@ -9,6 +9,7 @@ from the label schema's presets. One image per call, a single "step"; CPU, no we
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,12 @@ from usgen_desktop.synthesis.physics.simulate import (
     simulate,
 )
 from usgen_desktop.synthesis.request import hash_folder
+
+# The settings this backend takes in ``request.params`` (any other key is refused).
+PARAMS: dict[str, str] = {
+    f.name: "simulator setting (see physics.simulate.SpeckleParams)"
+    for f in fields(SpeckleParams)
+}
 
 
 def model_hash(schema: LabelSchema) -> str:

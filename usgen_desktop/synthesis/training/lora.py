@@ -186,6 +186,11 @@ def _load_components(base: Path, cn_dir: Path | None, device: str):
     from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from usgen_desktop.synthesis.weights import require_safetensors
+
+    require_safetensors(base, ("unet", "vae", "text_encoder"), "Stable Diffusion")
+    if cn_dir is not None:
+        require_safetensors(cn_dir, what="ControlNet")
     try:
         tok = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", local_files_only=True)
         text = CLIPTextModel.from_pretrained(base, subfolder="text_encoder",

@@ -171,6 +171,11 @@ def _load_checkpoint(path: Path, unet, ema, opt, tgen) -> dict:
     return state
 
 
+def _damaged(ckpt: Path, exc: BaseException) -> str:
+    return (f"The checkpoint '{ckpt}' is damaged ({type(exc).__name__}); delete that folder to "
+            "resume from an earlier checkpoint, or train into an empty folder.")
+
+
 def load_training_state(path: Path) -> dict:
     return json.loads((Path(path) / "state.json").read_text(encoding="utf-8"))
 
@@ -332,16 +337,24 @@ def train_sdm(
     start = 0
     elapsed0 = 0.0
     if resume and last is not None:
-        state = load_training_state(last)
-        if state.get("arch") != config.arch() or state["model_config"]["size"] != list(size):
+        try:
+            state = load_training_state(last)
+            same = (state["arch"] == config.arch()
+                    and state["model_config"]["size"] == list(size))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UsgenError(_damaged(last, exc)) from exc
+        if not same:
             raise UsgenError(
                 "The saved run used another model size or shape; resume it with the same settings."
             )
-        _load_checkpoint(last, unet, ema, opt, tgen)
-        rng.bit_generator.state = state["numpy_rng"]
-        start = int(state["step"])
-        losses = list(state.get("losses", []))
-        elapsed0 = float(state.get("seconds", 0.0))
+        try:
+            _load_checkpoint(last, unet, ema, opt, tgen)
+            rng.bit_generator.state = state["numpy_rng"]
+            start = int(state["step"])
+            losses = [float(v) for v in state.get("losses", [])]
+            elapsed0 = float(state.get("seconds", 0.0))
+        except Exception as exc:  # safetensors, torch and numpy each raise their own kinds
+            raise UsgenError(_damaged(last, exc)) from exc
     sched = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps,
                           beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction_type)
     use_amp = device.startswith("cuda") and config.mixed_precision
