@@ -244,6 +244,25 @@ def document_from_result(item: GalleryItem) -> Document:
     )
 
 
+def fill_waiting_source(item: GalleryItem) -> Document | None:
+    """Give a label-map-only source (e.g. a kept variant) the generated image, when the label
+    map is still the one it was generated from; returns that document, else None."""
+    src, res = item.source, item.result
+    if src is None or src.image is not None:
+        return None
+    if src.labels.shape != res.label_map.shape or not np.array_equal(src.labels.data,
+                                                                     res.label_map.data):
+        return None  # edited since: the image no longer matches it exactly
+    src.image = UltrasoundImage(np.array(res.image, dtype=np.uint8, copy=True))
+    if item.klass and not src.tags.get("class"):
+        src.tags["class"] = item.klass
+    # how the label map was made (a variant) stays, beside how its image was made
+    src.provenance = {**dict(res.provenance), **({"variant": src.provenance}
+                                                 if src.provenance else {})}
+    src.revision += 1  # thumbnails, status text and autosave see the change
+    return src
+
+
 class GalleryWidget(QWidget):
     """Thumbnails grouped by label map, a large compare view, and Accept / Reject / Regenerate.
 
@@ -397,10 +416,12 @@ class GalleryWidget(QWidget):
         return out
 
     def accept(self, item: GalleryItem) -> Document | None:
-        """Turn ``item`` into a new document (once); emits ``accepted``."""
+        """Turn ``item`` into a document (once); emits ``accepted``. A label map that waits
+        for its image (a kept variant) gets this image itself, so it becomes a pair that
+        exports; otherwise the result becomes a new document beside its source."""
         if item.status == "accepted":
             return None
-        doc = document_from_result(item)
+        doc = fill_waiting_source(item) or document_from_result(item)
         item.status, item.accepted_uid = "accepted", doc.uid
         tile = self._tile(item.id)
         if tile is not None:

@@ -41,7 +41,9 @@ def status_text(doc: Document) -> str:
     if doc.image is None:
         parts.append("label map only")
     else:
-        parts.append("mask" if doc.has_mask else "no mask")
+        # the export's rule: an empty mask that came with the image is a "normal" label
+        parts.append("mask" if doc.has_mask else "empty mask" if doc.is_labelled
+                     else "no mask")
     return " · ".join(parts)
 
 

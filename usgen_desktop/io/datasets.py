@@ -546,15 +546,17 @@ def _load_item(item: _Item, schema: LabelSchema | None = None) -> Document:
         labels = read_masks_or(item.masks, shape)
     else:
         labels = read_mask(item.masks[0], shape, schema=schema)
+    tags = dict(item.tags)
     if item.masks:
         image.meta["mask_files"] = [str(p) for p in item.masks]
+        tags["annotated"] = True  # an empty mask file is an annotation too ("no lesion")
     provenance = {k: v for k, v in item.provenance.items() if not k.startswith("_")}
     doc = Document(
         labels=labels,
         schema=_PLACEHOLDER,
         image=image,
         name=item.name,
-        tags=dict(item.tags),
+        tags=tags,
         provenance=provenance,
     )
     return doc

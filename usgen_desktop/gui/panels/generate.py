@@ -51,6 +51,7 @@ SCOPES = {
     "current": "Current image",
     "selected": "Selected images",
     "all": "All label maps in the project",
+    "waiting": "Label maps without images (e.g. kept variants)",
 }
 FROM_IMAGE = "(each image's own class)"
 NO_CLASS = "(no class)"
@@ -280,6 +281,9 @@ class GeneratePanel(QWidget):
         sig = getattr(window, "currentDocumentChanged", None)
         if sig is not None:
             sig.connect(self._document_changed)
+        sig = getattr(window, "projectChanged", None)
+        if sig is not None:
+            sig.connect(self._project_changed)
         self._applying = True
         try:
             auto_model = self._restore_settings()
@@ -334,6 +338,17 @@ class GeneratePanel(QWidget):
         if self._auto and self._choice() != self._auto_choice:
             self._auto = False
         return self._auto
+
+    def _project_changed(self, _project: Any) -> None:
+        """Another project: the old one's results must not be accepted into it (an old BUSI
+        lesion would become the new project's label), so they, the preview and the last
+        task's progress go; a running generation for the old project stops."""
+        if self.running:
+            self.progress.cancel()
+        self.gallery.clear()
+        self.preview.set_image(None, "each image appears here\nas it is generated")
+        self.progress.clear()
+        self._sources, self._classes, self._regen_item = [], [], None
 
     def _document_changed(self, _doc: Any) -> None:
         self.refresh_classes()
@@ -447,9 +462,13 @@ class GeneratePanel(QWidget):
         if scope == "all":
             project = getattr(self.window_, "project", None)
             docs = list(getattr(project, "documents", []) or [])
-            # generated images are results, not label maps waiting for images
-            docs = [d for d in docs if not d.provenance]
+            # generated images are results, not label maps waiting for images (a kept
+            # variant's provenance says how its label map was made: it is one to generate for)
+            docs = [d for d in docs if not d.provenance.get("backend")]
             return docs or ([current] if current is not None else [])
+        if scope == "waiting":
+            project = getattr(self.window_, "project", None)
+            return [d for d in getattr(project, "documents", []) or [] if d.image is None]
         if scope == "selected":
             fn = getattr(self.window_, "selected_documents", None)
             docs = list(fn()) if callable(fn) else []
@@ -526,11 +545,11 @@ class GeneratePanel(QWidget):
     def running(self) -> bool:
         return self.handle is not None and self.handle.running
 
-    def generate(self) -> TaskHandle | None:
-        """Start generating for the chosen label maps (Ctrl+G)."""
+    def generate(self, docs: list[Document] | None = None) -> TaskHandle | None:
+        """Start generating for the chosen label maps (Ctrl+G), or for ``docs``."""
         if self.running:
             return None
-        docs = self.target_documents()
+        docs = self.target_documents() if not docs else list(docs)
         try:
             request = self.build_request(docs)
             request.validate()
@@ -595,8 +614,9 @@ class GeneratePanel(QWidget):
 
     def _on_result(self, item: Any) -> None:
         result, pictures = item if isinstance(item, tuple) else (item, None)
-        src = self._sources[result.source_index] if result.source_index < len(
-            self._sources) else None
+        if result.source_index >= len(self._sources):
+            return  # a result of the previous project's generation, arriving late
+        src = self._sources[result.source_index]
         klass = self._classes[result.source_index] if result.source_index < len(
             self._classes) else None
         if self._regen_item is not None and self._regen_item.id in self.gallery.items:
@@ -755,6 +775,7 @@ def install(window: QMainWindow) -> GeneratePanel:
     gallery_dock.setObjectName("GalleryDock")
     gallery_dock.setWidget(gallery)
     panel = GeneratePanel(window, gallery)
+    window.generate_panel = panel  # other panels start a generation (kept variants)
     dock = QDockWidget("Generate", window)
     dock.setObjectName("GenerateDock")
     dock.setWidget(scrolled(panel))

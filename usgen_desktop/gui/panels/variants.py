@@ -219,11 +219,54 @@ class VariantsController:
 
     def _gallery_closed(self, gal: VariantGallery, code: int) -> None:
         if code == QDialog.DialogCode.Accepted:
-            kept = gal.kept_documents()
-            if kept:
-                self.window.add_documents(kept, select=False)
-                self.window.statusBar().showMessage(
-                    f"Kept {len(kept)} variants as label maps waiting for generation.", 6000)
+            self.keep(gal.kept_documents())
+
+    def keep(self, kept: list[Document]) -> None:
+        """Add the kept variants and offer the next step: images for them (a variant without
+        an image is not a pair yet, so the export leaves it out)."""
+        if not kept:
+            return
+        self.window.add_documents(kept, select=False)
+        self.window.statusBar().showMessage(
+            f"Kept {len(kept)} variants as label maps waiting for images.", 6000)
+        if self.ask_generate(len(kept)):
+            self.generate_for(kept)
+
+    def ask_generate(self, n: int) -> bool:
+        """Whether to generate images for the kept variants now (tests replace it)."""
+        from PySide6.QtWidgets import QMessageBox
+
+        box = QMessageBox(self.window)
+        box.setWindowTitle("Variants kept")
+        box.setText(f"Kept {n} variant{'s' if n != 1 else ''}. They are label maps without "
+                    "images: generate images for them to make pairs you can export.")
+        go = box.addButton("Generate images for these variants",
+                           QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Later", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(go)
+        box.exec()
+        return box.clickedButton() is go
+
+    def generate_for(self, docs: list[Document]):  # noqa: ANN201
+        """Start the Generate panel on exactly these label maps (its dock comes forward);
+        accepted results fill the variants in, so they export as pairs."""
+        panel = getattr(self.window, "generate_panel", None)
+        if panel is None:
+            self.window.show_error("The Generate panel is not available, so no images can be "
+                                   "made for the variants.")
+            return None
+        i = panel.scope.findData("waiting")
+        if i >= 0:
+            panel.scope.setCurrentIndex(i)  # "Generate" again later means these too
+        from PySide6.QtWidgets import QDockWidget
+
+        w = panel
+        while w is not None and not isinstance(w, QDockWidget):
+            w = w.parentWidget()
+        if w is not None:
+            w.show()
+            w.raise_()
+        return panel.generate(docs)
 
     def ask(self) -> None:
         w = self.window

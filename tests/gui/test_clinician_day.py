@@ -1,0 +1,178 @@
+"""Issue 15's "wrong data, silently" points, driven through the real main window.
+
+1. a new project starts with an empty gallery, preview and progress: old results cannot be
+   accepted into it;
+2. importing into the Demo project asks and opens a project of its own; the title names it;
+3. one rule for normal (empty-mask) images, the same in the export dialog and `usgen export`;
+4. kept variants lead to generating images for them, and export includes them afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtWidgets import QDialog
+
+from tests.conftest import lesion_pair
+from tests.gui.test_generate_panel import fake_backend, lesion_doc  # noqa: F401
+from usgen_desktop.core.deform import DeformParams
+from usgen_desktop.core.labels import load_preset
+from usgen_desktop.io.project import Project, default_projects_dir
+
+pytestmark = pytest.mark.gui
+
+
+def make_window(qtbot, project: Project):
+    from usgen_desktop.gui.main_window import MainWindow
+    from usgen_desktop.gui.panels.generate import GeneratePanel
+
+    window = MainWindow(project)
+    window.ask_save_changes = lambda: "discard"
+    window.show_error = lambda msg: pytest.fail(f"error dialog: {msg}")
+    qtbot.addWidget(window)
+    window.show()
+    panel = window.findChild(GeneratePanel)
+    panel.backend.setCurrentIndex(panel.backend.findData("speckle"))
+    return window, panel
+
+
+def busi_folder(root):
+    """A small BUSI download: a benign image with its mask, a normal one with an empty mask,
+    and a class folder image without any mask file."""
+    base = root / "Dataset_BUSI_with_GT"
+    for cls, k, lesion in (("benign", 1, True), ("benign", 2, True), ("normal", 1, False)):
+        img, mask = lesion_pair(60, 80, seed=k)
+        (base / cls).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(base / cls / f"{cls} ({k}).png")
+        Image.fromarray(mask if lesion else np.zeros_like(mask)).save(
+            base / cls / f"{cls} ({k})_mask.png")
+    return root
+
+
+def test_new_project_drops_the_old_results(qtbot, tmp_path, fake_backend):  # noqa: F811
+    project = Project.create(tmp_path / "busi", load_preset("busi"), name="busi")
+    project.add([lesion_doc("case1", "benign", 0)])
+    window, panel = make_window(qtbot, project)
+    panel.count.setValue(2)
+    panel.generate()
+    qtbot.waitUntil(lambda: not panel.running and len(panel.gallery.items) == 2,
+                    timeout=10_000)
+    assert panel.progress.message.text() == "Done."
+    assert panel.preview.image() is not None
+
+    hc = Project.create(tmp_path / "hc18", load_preset("hc18"), name="hc18")
+    window.set_project(hc, offer_restore=False)
+    assert panel.gallery.items == {} and panel.gallery.list.count() == 0
+    assert panel.preview.image() is None
+    assert panel.progress.message.text() == "" and panel.progress.bar.value() == 0
+    # nothing of the BUSI project can be accepted into the HC18 one
+    assert panel.gallery.accept_all() == []
+    assert hc.documents == []
+
+
+def test_importing_into_the_demo_opens_a_project_of_its_own(qtbot, tmp_path, monkeypatch):
+    from usgen_desktop.gui import app
+
+    demo = app.demo_project()  # plain start without settings: the demo
+    n_demo = len(demo.documents)
+    window, _ = make_window(qtbot, demo)
+    assert "Demo project (synthetic examples)" in window.windowTitle()
+    asked: list[str] = []
+
+    def answer(name: str) -> str:
+        asked.append(name)
+        return "new"
+
+    window.ask_import_into_demo = answer
+    monkeypatch.setattr("usgen_desktop.gui.project_io.show_problems", lambda *a, **k: None)
+    data = busi_folder(tmp_path / "dl")
+    docs = window.import_paths([data])
+    assert asked == ["dl"] and len(docs) == 3
+    assert window.project.folder != demo.folder
+    assert window.project.folder.parent == default_projects_dir()
+    assert len(window.project.documents) == 3
+    assert window.project.name in window.windowTitle()
+    assert "Demo" not in window.windowTitle()
+    assert len(Project.open(demo.folder).documents) == n_demo  # the demo got nothing
+
+    # cancelling leaves the demo as it was
+    window.set_project(Project.open(demo.folder), offer_restore=False)
+    window.ask_import_into_demo = lambda name: "cancel"
+    assert window.import_paths([data]) == []
+    assert len(window.project.documents) == n_demo
+
+
+def test_normal_images_follow_one_rule_in_gui_and_cli(qtbot, tmp_path, monkeypatch):
+    from usgen_desktop.cli.main import main as cli_main
+    from usgen_desktop.gui.export_dialog import ExportDialog
+
+    data = busi_folder(tmp_path / "dl")
+    # an image that never had a mask: unlabelled in both
+    img, _ = lesion_pair(60, 80, seed=9)
+    project = Project.create(tmp_path / "p", load_preset("busi"), name="p")
+    window, _ = make_window(qtbot, project)
+    monkeypatch.setattr("usgen_desktop.gui.project_io.show_problems", lambda *a, **k: None)
+    window.import_paths([data])
+    Image.fromarray(img).save(tmp_path / "plain.png")
+    window.import_paths([tmp_path / "plain.png"])
+    window.save()
+    dlg = ExportDialog(window, window.project)
+    qtbot.addWidget(dlg)
+    names = sorted(d.name for d in dlg.documents())
+    assert "normal (1)" in names and "plain" not in names
+    from usgen_desktop.export.pairs import LABELLED_RULE
+
+    assert LABELLED_RULE in dlg.rule.text()
+    assert "(3)" in dlg.all_masked.text()
+    dlg.folder.setText(str(tmp_path / "gui_out"))
+    dlg.format.setCurrentIndex(dlg.format.findData("folder"))
+    dlg.export()
+
+    assert cli_main(["export", "--from", str(window.project.folder), "--format", "folder",
+                     "--out", str(tmp_path / "cli_out"), "-q"]) == 0
+
+    def exported(folder):
+        return sorted(json.loads(line)["name"]
+                      for line in (folder / "manifest.jsonl").read_text().splitlines())
+
+    assert exported(tmp_path / "gui_out") == exported(tmp_path / "cli_out") == names
+    # the dataset folder itself, exported by the CLI, follows the same rule
+    assert cli_main(["export", "--from", str(data), "--out", str(tmp_path / "raw_out"),
+                     "-q"]) == 0
+    assert exported(tmp_path / "raw_out") == names
+
+
+def test_kept_variants_lead_to_images_and_into_the_export(qtbot, tmp_path,
+                                                          fake_backend):  # noqa: F811
+    from usgen_desktop.gui.export_dialog import ExportDialog
+
+    project = Project.create(tmp_path / "busi", load_preset("busi"), name="busi")
+    project.add([lesion_doc("case1", "benign", 0)])
+    window, panel = make_window(qtbot, project)
+    ctl = window.variants
+    ctl.start([window.current_document()], 2, DeformParams(), seed=0, show_gallery=False)
+    qtbot.waitUntil(lambda: ctl.last_gallery is not None, timeout=20_000)
+    offered: list[int] = []
+    ctl.ask_generate = lambda n: offered.append(n) or True
+    panel.count.setValue(1)
+    kept = ctl.last_gallery.kept_documents()
+    ctl.last_gallery.kept_documents = lambda: kept  # the same objects, to follow them
+    ctl._gallery_closed(ctl.last_gallery, QDialog.DialogCode.Accepted)  # "Keep checked"
+    assert offered == [2], "keeping variants offers to generate images for them"
+    assert panel.running or len(panel.gallery.items) > 0
+    qtbot.waitUntil(lambda: not panel.running and len(panel.gallery.items) == 2,
+                    timeout=10_000)
+    assert {i.source.uid for i in panel.gallery.items.values()} == {d.uid for d in kept}
+    n = len(window.project.documents)
+    panel.gallery.accept_all()
+    assert len(window.project.documents) == n, "the variants got their images, no copies"
+    for v in kept:
+        assert v.image is not None and v.provenance["variant"]["kind"] == "variant"
+    dlg = ExportDialog(window, window.project)
+    qtbot.addWidget(dlg)
+    uids = {d.uid for d in dlg.documents()}
+    assert {d.uid for d in kept} <= uids
+    assert not dlg.waiting.isVisible() and "no image yet" not in dlg.waiting.text()
