@@ -186,9 +186,8 @@ def test_export_dialog_writes_an_nnunet_dataset(qtbot, tmp_path):
 
 
 def test_export_dialog_selected_only(qtbot, tmp_path):
-    from usgen_desktop.gui.export_dialog import ExportDialog
-
     from usgen_desktop.errors import ExportError
+    from usgen_desktop.gui.export_dialog import ExportDialog
 
     project = saved_project(tmp_path)
     # "a" was never labelled (no mask file, nothing drawn): the one export rule leaves it out
