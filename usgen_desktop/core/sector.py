@@ -298,8 +298,18 @@ def _flat_bright(gray: np.ndarray) -> np.ndarray:
         sq = cv2.boxFilter(g * g, -1, (kx, ky), borderType=cv2.BORDER_REPLICATE)
         return np.sqrt(np.maximum(0.0, sq - mean * mean))
 
+    h, w = gray.shape
     mean = cv2.boxFilter(g, -1, (5, 5), borderType=cv2.BORDER_REPLICATE)
     flat = ((mean > 40) & (np.minimum(std(5, 1), std(1, 5)) < 0.75)).astype(np.uint8)
+    # Only compact, small flat patches are drawn things: smooth tissue of a heavily filtered
+    # scan is flat too in places, but in ragged patches (bars, scales and logos fill their
+    # bounding boxes).
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(flat, connectivity=8)
+    keep = np.zeros(n, bool)
+    for i in range(1, n):
+        x, y, bw, bh, area = stats[i]
+        keep[i] = 12 <= area <= 0.03 * h * w and area >= 0.6 * bw * bh
+    flat = keep[comp].astype(np.uint8)
     # grown by a pixel: the window straddling a bar's edge is not flat, its rim would stay
     return cv2.dilate(flat, np.ones((3, 3), np.uint8)).astype(bool)
 
