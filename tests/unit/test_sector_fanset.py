@@ -47,3 +47,27 @@ def test_each_kind_of_clutter_alone_keeps_the_fit_tight():
             fit = detect_sector(case.image, probe=kind)
             assert iou(fit.mask, case.truth) > 0.95, (kind, clutter)
             assert fit.kind == kind
+
+
+def test_a_fix_is_remembered_for_the_scanner_layout_and_only_for_it(tmp_path):
+    from tests.fan_set import make_case
+    from usgen_desktop.core.sector import LayoutMemory, Sector
+
+    # two images of one scanner setting (same size and fan, other tissue), one of another
+    first = make_case("curvilinear", (300, 400), ("text", "depth_bar"), seed=11)
+    second = make_case("curvilinear", (300, 400), ("text", "calipers"), seed=11)
+    other = make_case("phased", (300, 400), ("text",), seed=12)
+    fit = detect_sector(first.image)
+    assert not fit.remembered
+    # the user narrows the fan by hand (say the scanner's fan has a dead margin)
+    s = fit.sector
+    fixed = Sector.fan((s.apex_x, s.apex_y), s.inner_radius + 10, s.outer_radius - 15,
+                       s.start_angle + 3, s.end_angle - 3, s.kind)
+    memory = LayoutMemory()
+    memory.remember(first.image.shape[:2], fit.detected, fixed)
+    again = LayoutMemory.from_json(memory.to_json())  # saved with the project, read back
+    got = detect_sector(second.image, memory=again)
+    assert got.remembered and got.confidence == 1.0
+    assert iou(got.mask, fixed.rasterize((300, 400))) > 0.99
+    assert not detect_sector(other.image, memory=again).remembered  # another layout
+    assert not detect_sector(second.image[:, :399], memory=again).remembered  # another size

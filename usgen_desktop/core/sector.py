@@ -9,7 +9,7 @@ Angles are in degrees measured from straight down (negative to the image's left)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -251,11 +251,15 @@ def _clip_polygon(poly: np.ndarray, rect: tuple[float, float, float, float]) -> 
 
 @dataclass(frozen=True)
 class SectorFit:
-    """The result of ``detect_sector``: the geometry, its mask, and how well it fits (0-1)."""
+    """The result of ``detect_sector``: the geometry, its mask, and how well it fits (0-1).
+    ``remembered``: the user's own fan for this scanner layout (see :class:`LayoutMemory`);
+    ``detected``: what the detector found before (the layout's key)."""
 
     sector: Sector
     mask: np.ndarray
     confidence: float
+    remembered: bool = False
+    detected: Sector | None = None
 
     @property
     def kind(self) -> str:
@@ -428,7 +432,93 @@ def _apex_on_line(
     return a * t + b, t
 
 
-def detect_sector(image: np.ndarray, probe: str | None = None) -> SectorFit:
+LAYOUT_MATCH = 0.9  # IoU of two detected fans that makes them the same scanner layout
+
+
+def _small_mask(sector: Sector, shape: tuple[int, int]) -> np.ndarray:
+    """The sector rasterised at a quarter of the size (comparing layouts needs no more)."""
+    h, w = shape
+    f = min(1.0, 96 / max(h, w))
+    small = Sector.from_dict({k: (float(v) * f if isinstance(v, (int, float)) and k not in
+                                  ("kind", "start_angle", "end_angle") else v)
+                              for k, v in sector.to_dict().items()})
+    return small.rasterize((max(1, round(h * f)), max(1, round(w * f))))
+
+
+@dataclass
+class LayoutMemory:
+    """The user's fixes of the fan, per scanner layout, so one fix holds for a dataset.
+
+    A scanner writes every image of one setting with the same size and the same fan. When the
+    user corrects a detected fan, :meth:`remember` keeps (image size, the detected fan, the
+    user's fan); :meth:`recall` gives the user's fan to any image of that size whose detected
+    fan overlaps either of them with IoU >= ``LAYOUT_MATCH``. Plain data: saved as JSON in the
+    project folder (``LAYOUTS_FILE``) and read by ``usgen sector detect --layouts``.
+    """
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    def remember(self, shape: tuple[int, int], detected: Sector, fixed: Sector) -> None:
+        """Keep the user's ``fixed`` fan for images like this one (replaces an older fix)."""
+        h, w = int(shape[0]), int(shape[1])
+        self.entries = [e for e in self.entries if not (
+            (e["height"], e["width"]) == (h, w) and self._matches(e, (h, w), detected))]
+        self.entries.append({"height": h, "width": w, "detected": detected.to_dict(),
+                             "fixed": fixed.to_dict()})
+
+    def recall(self, shape: tuple[int, int], detected: Sector) -> Sector | None:
+        """The user's fan for an image of ``shape`` whose fan was detected as ``detected``."""
+        h, w = int(shape[0]), int(shape[1])
+        for e in reversed(self.entries):
+            if (e["height"], e["width"]) == (h, w) and self._matches(e, (h, w), detected):
+                return Sector.from_dict(e["fixed"])
+        return None
+
+    @staticmethod
+    def _matches(entry: dict[str, Any], shape: tuple[int, int], detected: Sector) -> bool:
+        mine = _small_mask(detected, shape)
+        for key in ("detected", "fixed"):
+            other = _small_mask(Sector.from_dict(entry[key]), shape)
+            inter, union = int((mine & other).sum()), int((mine | other).sum())
+            if union and inter / union >= LAYOUT_MATCH:
+                return True
+        return False
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps({"version": 1, "layouts": self.entries}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> LayoutMemory:
+        import json
+
+        data = json.loads(text)
+        entries = data.get("layouts", []) if isinstance(data, dict) else []
+        good = [e for e in entries if isinstance(e, dict)
+                and {"height", "width", "detected", "fixed"} <= set(e)]
+        return cls(good)
+
+
+LAYOUTS_FILE = "sector_layouts.json"
+
+
+def detect_sector(image: np.ndarray, probe: str | None = None,
+                  memory: LayoutMemory | None = None) -> SectorFit:
+    """:func:`fit_sector`, then the user's own fan where ``memory`` holds one for this
+    scanner layout (confidence 1: the user said so)."""
+    fit = fit_sector(image, probe)
+    if memory is not None and len(memory):
+        fixed = memory.recall(fit.mask.shape, fit.sector)
+        if fixed is not None:
+            return SectorFit(fixed, fixed.rasterize(fit.mask.shape), 1.0, True, fit.sector)
+    return SectorFit(fit.sector, fit.mask, fit.confidence, False, fit.sector)
+
+
+def fit_sector(image: np.ndarray, probe: str | None = None) -> SectorFit:
     """Find the imaged region of an ultrasound image and fit a fan or a rectangle to it.
 
     The fan may be seen through a display crop (zoomed or panned scans): then the fit is a fan
@@ -598,4 +688,4 @@ def sector_from_labels(label_map: LabelMap, sector_id: int) -> Sector | None:
     if not fov.any():
         return None
     img = np.where(fov, 200, 0).astype(np.uint8)
-    return detect_sector(img).sector
+    return fit_sector(img).sector
