@@ -14,6 +14,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog
 
 from tests.conftest import lesion_pair
@@ -176,3 +177,62 @@ def test_kept_variants_lead_to_images_and_into_the_export(qtbot, tmp_path,
     uids = {d.uid for d in dlg.documents()}
     assert {d.uid for d in kept} <= uids
     assert not dlg.waiting.isVisible() and "no image yet" not in dlg.waiting.text()
+
+
+def test_detect_the_fan_in_all_images_with_a_review_grid(qtbot, tmp_path):
+    """Point 6: one action detects every image's fan; a grid shows the overlays, the doubtful
+    ones unchecked and first; the user fixes one in the editor, the fix holds for the whole
+    scanner layout, and applying writes the fan into every checked label map."""
+    from tests.fan_set import iou, make_case
+    from usgen_desktop.core.document import Document
+    from usgen_desktop.core.image import UltrasoundImage
+    from usgen_desktop.core.labels import LabelMap
+    from usgen_desktop.gui.main_window import MainWindow
+    from usgen_desktop.gui.panels import sector as sector_panel
+
+    hc = load_preset("hc18")
+    # one scanner layout (same size, same fan): two clean screens, one with a third of the
+    # fan hidden by a black box (the detector cannot be sure there)
+    cases = [make_case("curvilinear", (216, 320), clutter, seed=5)
+             for clutter in (("text",), ("calipers", "depth_bar"), ("big_box",))]
+    project = Project.create(tmp_path / "fans", hc, name="fans")
+    docs = [Document(LabelMap.empty(216, 320), hc,
+                     UltrasoundImage(np.ascontiguousarray(c.image[..., 0])), name=f"scan{i}")
+            for i, c in enumerate(cases)]
+    project.add(docs)
+    window = MainWindow(project, load_panels=False)
+    window.ask_save_changes = lambda: "discard"
+    sector_panel.install(window)
+    qtbot.addWidget(window)
+    window.show()
+    batch = window.fan_batch
+    batch.start(show=False)
+    qtbot.waitUntil(lambda: batch.dialog is not None, timeout=20_000)
+    dlg = batch.dialog
+    qtbot.addWidget(dlg)
+    assert dlg.list.count() == 3
+    first = dlg.list.item(0).data(Qt.ItemDataRole.UserRole)
+    assert first == docs[2].uid, "the doubtful fit comes first"
+    assert dlg.state[docs[2].uid] == "check"
+    assert {d.uid for d in dlg.checked()} == {docs[0].uid, docs[1].uid}
+
+    # the user fixes the doubtful one in the editor (the Fan handles tool edits the tags)
+    dlg.fix(docs[2].uid)
+    assert window.current_document() is docs[2]
+    sector_panel.set_sector(docs[2], cases[2].sector)
+    dlg.refresh()
+    assert dlg.state[docs[2].uid] == "yours"
+    assert (tmp_path / "fans" / "sector_layouts.json").is_file()  # remembered for the layout
+    assert len(dlg.checked()) == 3
+    assert dlg.apply_checked() == 3
+    sid = hc.sector_id
+    for doc, case in zip(docs, cases, strict=True):
+        assert iou(doc.labels.data == sid, case.truth) > 0.95
+    # a new image of that layout later gets the user's fan without asking
+    later = make_case("curvilinear", (216, 320), ("text", "logo"), seed=5)
+    doc4 = Document(LabelMap.empty(216, 320), hc,
+                    UltrasoundImage(np.ascontiguousarray(later.image[..., 0])), name="scan4")
+    window.add_documents([doc4])
+    window.act_detect_sector.trigger()
+    assert window.current_document() is doc4
+    assert sector_panel.sector_of(doc4).to_dict() == cases[2].sector.to_dict()
