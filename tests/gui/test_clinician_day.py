@@ -236,3 +236,16 @@ def test_detect_the_fan_in_all_images_with_a_review_grid(qtbot, tmp_path):
     window.act_detect_sector.trigger()
     assert window.current_document() is doc4
     assert sector_panel.sector_of(doc4).to_dict() == cases[2].sector.to_dict()
+
+
+def test_variants_dialog_speaks_of_the_anatomy_and_keeps_the_numbers(qtbot):
+    from PySide6.QtWidgets import QLabel
+
+    from usgen_desktop.gui.panels.variants import VariantsDialog
+
+    dlg = VariantsDialog(None, 2)
+    qtbot.addWidget(dlg)
+    texts = " ".join(lab.text() for lab in dlg.findChildren(QLabel))
+    assert "Bend its outlines" in texts and "256" not in texts and "px" not in texts
+    assert "256²" in dlg.disp.toolTip() and "control points" in dlg.grid.toolTip()
+    assert dlg.params() == DeformParams()  # the defaults are the reference's, unchanged
