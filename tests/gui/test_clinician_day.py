@@ -249,3 +249,39 @@ def test_variants_dialog_speaks_of_the_anatomy_and_keeps_the_numbers(qtbot):
     assert "Bend its outlines" in texts and "256" not in texts and "px" not in texts
     assert "256²" in dlg.disp.toolTip() and "control points" in dlg.grid.toolTip()
     assert dlg.params() == DeformParams()  # the defaults are the reference's, unchanged
+
+
+def test_a_map_without_fan_gets_one_sentence_and_a_detect_button(qtbot, tmp_path,
+                                                                 fake_backend,  # noqa: F811
+                                                                 monkeypatch):
+    """Point 8: no long pop-up with a command line in it; one sentence and a button that
+    starts the fan detection (with its review grid) for those label maps."""
+    import sys
+
+    from tests.fan_set import make_case
+    from usgen_desktop.core.document import Document
+    from usgen_desktop.core.image import UltrasoundImage
+    from usgen_desktop.core.labels import LabelMap
+    from usgen_desktop.errors import MissingSectorError
+
+    def no_fan(request):
+        raise MissingSectorError("'scan' has no 'sector' region (the probe's fan), which this "
+                                 "model needs.")
+
+    monkeypatch.setattr(sys.modules["usgen_fake_backend"], "load", no_fan)
+    hc = load_preset("hc18")
+    case = make_case("curvilinear", (216, 320), ("text",), seed=3)
+    project = Project.create(tmp_path / "hc", hc, name="hc")
+    project.add([Document(LabelMap.empty(216, 320), hc,
+                          UltrasoundImage(np.ascontiguousarray(case.image[..., 0])), name="scan")])
+    window, panel = make_window(qtbot, project)
+    asked: list[str] = []
+    panel.ask_detect_fan = lambda sentence: asked.append(sentence) or True
+    panel.count.setValue(1)
+    panel.generate()
+    qtbot.waitUntil(lambda: not panel.running, timeout=10_000)
+    qtbot.waitUntil(lambda: bool(asked), timeout=5_000)
+    assert len(asked) == 1 and asked[0].count(".") == 1 and "usgen" not in asked[0]
+    qtbot.waitUntil(lambda: window.fan_batch.dialog is not None, timeout=20_000)
+    qtbot.addWidget(window.fan_batch.dialog)
+    assert window.fan_batch.dialog.list.count() == 1

@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usgen: {exc}", file=sys.stderr)
         return 130
     except UsgenError as exc:
-        print(f"usgen: error: {exc}", file=sys.stderr)
+        hint = getattr(exc, "cli_hint", "")
+        print(f"usgen: error: {exc}" + (f" {hint}" if hint else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("usgen: interrupted; finished items were kept.", file=sys.stderr)

@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 
 from usgen_desktop.core.document import Document
 from usgen_desktop.core.labels import LabelSchema
-from usgen_desktop.errors import ModelError, OutOfMemoryError, UsgenError
+from usgen_desktop.errors import MissingSectorError, ModelError, OutOfMemoryError, UsgenError
 from usgen_desktop.gui.gallery import GalleryItem, GalleryWidget, ImagePane
 from usgen_desktop.gui.panels.common import tight_row
 from usgen_desktop.gui.worker import TaskHandle, TaskProgressWidget, report_error, run_task
@@ -646,12 +646,41 @@ class GeneratePanel(QWidget):
                 req.device = "cpu"
                 self._retry(req)
             return
+        if isinstance(exc, MissingSectorError):
+            self._offer_fan_detection(sentence)
+            return
         if isinstance(exc, ModelError) and req is not None and req.backend != "speckle":
             if self.ask(f"{sentence}\n\nUse the speckle simulator instead (it needs no model)?"):
                 req.backend, req.model_dir, req.steps = "speckle", None, 1
                 self._retry(req)
             return
         self._show_error(sentence)
+
+    def _offer_fan_detection(self, sentence: str) -> None:
+        """One short sentence and a "Detect the fan" button (the sector panel's batch
+        detection with its review grid, for the label maps of this generation)."""
+        batch = getattr(self.window_, "fan_batch", None)
+        if batch is None or not self.ask_detect_fan(sentence):
+            if batch is None:
+                self._show_error(sentence)
+            return
+        docs = [d for d in self._sources if d.image is not None]
+        if docs:
+            batch.start(docs)
+        else:
+            self._show_error("These label maps have no image to find a fan in; draw one with "
+                             "Fan handles (S).")
+
+    def ask_detect_fan(self, sentence: str) -> bool:
+        """Whether to detect the fan now (tests replace it)."""
+        box = QMessageBox(self.window_)
+        box.setWindowTitle("Generate")
+        box.setText(sentence)
+        go = box.addButton("Detect the fan", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(go)
+        box.exec()
+        return box.clickedButton() is go
 
     def _retry(self, request: Any) -> None:
         sources = list(self._sources)

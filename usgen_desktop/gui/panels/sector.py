@@ -1,11 +1,13 @@
-"""Sector (field of view) on the canvas, and whole-label transforms.
+"""Sector (the probe's fan, its field of view) on the canvas, and whole-label transforms.
 
-Adds to the Tools menu: the Sector tool (S) that shows the fan or rectangle with handles to
-drag (apex, inner/outer radius, both angles; or the rectangle's corners) and draws a new one by
-dragging when the document has none; "Detect sector" (fit it from the image); "Apply sector to
-labels" (Enter with the tool: clip anatomy to the fan and fill it with the sector label, one
-undo step); "New sector" per probe type; and "Transform label…" (move, rotate, scale the active
-label as a whole, one undo step). The geometry is kept in the document's tags so it is saved.
+Adds to the Tools menu: the Fan handles tool (S) that shows the fan or rectangle with handles
+to drag (apex, inner/outer radius, both angles; or the rectangle's corners) and draws a new one
+by dragging when the document has none; and the "Fan (field of view)" submenu: "Detect the
+fan" (fit it from the image), "Detect the fan in all images" (worker, then a review grid of
+overlays where doubtful fits come first), "Apply the fan to the labels" (Enter with the tool:
+clip anatomy to the fan and fill it with the sector label, one undo step), "New …" per probe
+type; and "Transform label…". The geometry is kept in the document's tags so it is saved; a
+fan fixed by hand is remembered for its scanner layout in the project's sector_layouts.json.
 """
 
 from __future__ import annotations
