@@ -285,3 +285,47 @@ def test_a_map_without_fan_gets_one_sentence_and_a_detect_button(qtbot, tmp_path
     qtbot.waitUntil(lambda: window.fan_batch.dialog is not None, timeout=20_000)
     qtbot.addWidget(window.fan_batch.dialog)
     assert window.fan_batch.dialog.list.count() == 1
+
+
+def test_mixed_shapes_keep_their_captions_and_nothing_is_cut(qtbot, tmp_path,
+                                                              fake_backend):  # noqa: F811
+    """Point 7: portrait and landscape results share one tile size (uncropped, captions kept);
+    captions and names fit; the model folder is whole in its tooltip."""
+    from PySide6.QtGui import QFontMetrics
+
+    from usgen_desktop.core.document import Document
+    from usgen_desktop.core.image import UltrasoundImage
+    from usgen_desktop.core.labels import LabelMap
+    from usgen_desktop.gui.gallery import THUMB
+
+    schema = load_preset("busi")
+    docs = []
+    for name, (h, w) in (("portrait", (160, 90)), ("landscape", (90, 160))):
+        img, mask = lesion_pair(h, w)
+        docs.append(Document(LabelMap((mask > 0).astype(np.uint8)), schema, UltrasoundImage(img),
+                             name=name, tags={"class": "benign"}))
+    project = Project.create(tmp_path / "p", schema, name="p")
+    project.add(docs)
+    window, panel = make_window(qtbot, project)
+    panel.count.setValue(1)
+    panel.scope.setCurrentIndex(panel.scope.findData("all"))
+    panel.seed.setValue(2_000_000_000)  # the longest seeds
+    panel.generate()
+    qtbot.waitUntil(lambda: not panel.running and len(panel.gallery.items) == 2,
+                    timeout=10_000)
+    gal = panel.gallery
+    sizes = {(gal.list.item(i).icon().availableSizes() or [None])[0].toTuple()
+             for i in range(gal.list.count())}
+    assert sizes == {(THUMB, THUMB)}, "every tile the same square, nothing cropped"
+    gal.accept_all()
+    fm = QFontMetrics(gal.list.font())
+    cell = gal.list.gridSize().width()
+    for i in range(gal.list.count()):
+        text = gal.list.item(i).text()
+        if text.startswith("▸"):
+            continue
+        assert fm.horizontalAdvance(text) < cell, text
+    assert "seed" not in gal.generated_pane.caption and "seed" in gal.generated_pane.toolTip()
+    panel.model_dir.setText("/a/very/long/path/to/models/sdm-default")
+    assert panel.model_dir.toolTip() == "/a/very/long/path/to/models/sdm-default"
+    assert window.image_list.view.textElideMode() == Qt.TextElideMode.ElideMiddle

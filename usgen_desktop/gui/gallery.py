@@ -237,7 +237,7 @@ def document_from_result(item: GalleryItem) -> Document:
         labels=res.label_map.copy(),
         schema=schema,
         image=UltrasoundImage(np.array(res.image, dtype=np.uint8, copy=True)),
-        name=f"{base} · {backend} seed {item.seed}",
+        name=f"{base} · {backend} #{item.seed}",
         tags=tags,
         parent=src.uid if src is not None else None,
         provenance=dict(res.provenance),
@@ -534,8 +534,9 @@ class GalleryWidget(QWidget):
         return _icon(pix)
 
     def _caption(self, item: GalleryItem) -> str:
+        # short enough for the tile: "seed 1713456789" with a mark did not fit and was cut
         mark = "✓ " if item.status == "accepted" else ""
-        return f"{mark}seed {item.seed}"
+        return f"{mark}#{item.seed}"
 
     def _tooltip(self, item: GalleryItem) -> str:
         prov = item.result.provenance
@@ -560,8 +561,9 @@ class GalleryWidget(QWidget):
             self.real_pane.set_image(None, "no real image\n(painted label map)")
         self.generated_pane.set_image(
             pics.outlined if self._outline else np.asarray(item.result.image, np.uint8))
-        self.generated_pane.caption = f"Generated · seed {item.seed}"
-        self.generated_pane.setToolTip(self.generated_pane.caption)
+        # the seed is the tile's caption and in the tooltip; "Generated · seed 1713…" was cut
+        self.generated_pane.caption = "Generated"
+        self.generated_pane.setToolTip(f"Generated with seed {item.seed}")
         self.generated_pane.update()
         self.labels_pane.set_image(pics.labels_rgb)
 
@@ -582,6 +584,15 @@ def _icon(pix: QPixmap) -> QIcon:
 
 
 def _fit(pix: QPixmap) -> QPixmap:
-    return pix.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
-                      Qt.TransformationMode.SmoothTransformation)
+    """The picture scaled into a THUMB square, centred on a transparent one: every tile is the
+    same size, so a portrait BUSI image beside a landscape HC18 one is neither cropped nor
+    pushes its caption out of the (uniform) grid cell."""
+    scaled = pix.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
+                        Qt.TransformationMode.SmoothTransformation)
+    square = QPixmap(THUMB, THUMB)
+    square.fill(Qt.GlobalColor.transparent)
+    p = QPainter(square)
+    p.drawPixmap((THUMB - scaled.width()) // 2, (THUMB - scaled.height()) // 2, scaled)
+    p.end()
+    return square
 

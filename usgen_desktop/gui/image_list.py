@@ -207,6 +207,9 @@ class ImageList(QWidget):
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.view.setSpacing(1)
+        # a long name keeps its start and its end (a generated image's seed) in a narrow dock;
+        # the tooltip has it whole
+        self.view.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.view.selectionModel().currentChanged.connect(self._on_current)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)

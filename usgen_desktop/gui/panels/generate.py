@@ -155,6 +155,8 @@ class GeneratePanel(QWidget):
         self.model_button.setToolTip("Choose the model folder")
         self.model_button.clicked.connect(self._pick_model)
         self.model_dir.textEdited.connect(self._model_typed)
+        # a long folder shows only its tail in the narrow dock: the tooltip has it whole
+        self.model_dir.textChanged.connect(self.model_dir.setToolTip)
         model_row = tight_row(self.model_dir, self.model_button)
 
         self.klass = QComboBox()
