@@ -329,3 +329,32 @@ def test_mixed_shapes_keep_their_captions_and_nothing_is_cut(qtbot, tmp_path,
     panel.model_dir.setText("/a/very/long/path/to/models/sdm-default")
     assert panel.model_dir.toolTip() == "/a/very/long/path/to/models/sdm-default"
     assert window.image_list.view.textElideMode() == Qt.TextElideMode.ElideMiddle
+
+
+def test_cancel_empties_the_bar(qtbot, tmp_path, fake_backend):  # noqa: F811
+    """Point 9: after Cancel the bar does not stay at '51 %' beside 'Cancelled'."""
+    project = Project.create(tmp_path / "busi", load_preset("busi"), name="busi")
+    project.add([lesion_doc("case1", "benign", 0)])
+    window, panel = make_window(qtbot, project)
+    fake_backend["delay"] = 0.05
+    panel.count.setValue(6)
+    panel.steps.setValue(5)
+    panel.generate()
+    qtbot.waitUntil(lambda: panel.progress.bar.value() > 0, timeout=10_000)
+    panel.cancel()
+    qtbot.waitUntil(lambda: not panel.running, timeout=10_000)
+    assert panel.progress.message.text().startswith("Cancelled")
+    assert panel.progress.bar.value() == 0
+
+
+def test_cli_export_prints_no_stray_bar_and_names_overwrite(tmp_path, capsys):
+    """Point 9: no 'reading: 0pair' line; the not-empty error names --overwrite."""
+    from usgen_desktop.cli.main import main as cli_main
+
+    data = busi_folder(tmp_path / "dl")
+    out = tmp_path / "out"
+    assert cli_main(["export", "--from", str(data), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "0pair" not in err and "0 pair" not in err
+    assert cli_main(["export", "--from", str(data), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
