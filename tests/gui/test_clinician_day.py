@@ -358,3 +358,22 @@ def test_cli_export_prints_no_stray_bar_and_names_overwrite(tmp_path, capsys):
     assert "0pair" not in err and "0 pair" not in err
     assert cli_main(["export", "--from", str(data), "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_missing_xcb_libraries_are_one_sentence_naming_the_packages(monkeypatch, capsys):
+    """Point 10: a bare Linux box gets the apt command, not Qt's abort."""
+    import ctypes.util
+    import sys
+
+    from usgen_desktop.gui import app
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
+    monkeypatch.setattr(ctypes.util, "find_library",
+                        lambda name: None if name in ("xcb-cursor", "xkbcommon-x11") else name)
+    assert app.main(["--demo"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.endswith("sudo apt-get install libxcb-cursor0 libxkbcommon-x11-0")
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")  # tests, headless use: not asked
+    assert app.missing_xcb_packages() == []
