@@ -51,7 +51,7 @@ SCOPES = {
     "current": "Current image",
     "selected": "Selected images",
     "all": "All label maps in the project",
-    "waiting": "Label maps without images (e.g. kept variants)",
+    "waiting": "Label maps without images",
 }
 FROM_IMAGE = "(each image's own class)"
 NO_CLASS = "(no class)"
@@ -351,6 +351,10 @@ class GeneratePanel(QWidget):
         self.preview.set_image(None, "each image appears here\nas it is generated")
         self.progress.clear()
         self._sources, self._classes, self._regen_item = [], [], None
+        self.scope.setCurrentIndex(self.scope.findData("current"))  # e.g. not the last variants
+        dock = self.gallery.parentWidget()
+        if isinstance(dock, QDockWidget):
+            dock.hide()  # shown again with the new project's first result
 
     def _document_changed(self, _doc: Any) -> None:
         self.refresh_classes()
