@@ -337,7 +337,7 @@ def test_cancel_empties_the_bar(qtbot, tmp_path, fake_backend):  # noqa: F811
     project.add([lesion_doc("case1", "benign", 0)])
     window, panel = make_window(qtbot, project)
     fake_backend["delay"] = 0.05
-    panel.count.setValue(6)
+    panel.count.setValue(40)  # far more than a loaded machine finishes before the cancel
     panel.steps.setValue(5)
     panel.generate()
     qtbot.waitUntil(lambda: panel.progress.bar.value() > 0, timeout=10_000)
