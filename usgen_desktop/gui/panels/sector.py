@@ -196,6 +196,12 @@ class FanReviewDialog(QDialog):
         self.list.setWordWrap(True)
         self.list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
         self.list.itemDoubleClicked.connect(lambda it: self.fix(it.data(Qt.ItemDataRole.UserRole)))
+        # the dark theme drew an unchecked box in the background's colour: give it an edge
+        self.list.setStyleSheet("QListWidget::indicator { width: 14px; height: 14px; }"
+                                "QListWidget::indicator:unchecked { border: 1px solid #9aa0a6;"
+                                " background: #202226; }"
+                                "QListWidget::indicator:checked { border: 1px solid #50c050;"
+                                " background: #2f7d32; }")
         self.tiles: dict[str, QListWidgetItem] = {}
         for d in self.docs:
             tile = QListWidgetItem()
