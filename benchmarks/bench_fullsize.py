@@ -46,8 +46,11 @@ def dev_docs(dataset: str):
 
 
 def generate_pairs(model_dir: Path, docs, seed: int = 0, steps: int = 25, guidance: float = 2.0,
-                   refiner_dir: Path | None = None):
-    """(before, after, seconds_base, seconds_refine) per document, as the backend makes them."""
+                   refiner_dir: Path | None = None, after_model: Path | None = None,
+                   refine_steps: int | None = None):
+    """(before, after, seconds_base, seconds_refine) per document, as the backend makes them.
+    ``after_model``: the base model of the "after" images when it is a new one (each image is
+    then drawn by both bases from the same seed)."""
     import shutil
     import tempfile
 
@@ -72,17 +75,26 @@ def generate_pairs(model_dir: Path, docs, seed: int = 0, steps: int = 25, guidan
             "checkpoints", "samples"))
     backend = SdmBackend(folder, device="cpu", steps=steps)
     assert backend.refiner is not None, f"{folder} has no refiner"
+    if refine_steps:
+        backend.refiner[1].steps = int(refine_steps)
+    new_base = SdmBackend(after_model, device="cpu", steps=steps, refine=False) \
+        if after_model is not None else None
+    unets = [backend.unet] if new_base is None else [backend.unet, new_base.unet]
+
+    def base_image(d, s, unet):
+        cond = backend.condition(d.labels)[None]
+        x = sample(unet, backend.config, cond, [backend.config.class_index(d.tags.get("class"))],
+                   [s], steps=steps, guidance=guidance)
+        return resize_image(model_to_uint8(x[0]), d.labels.shape)
+
     out = []
     for i, d in enumerate(docs):
         s = seed_for(seed, i)
         t0 = time.perf_counter()
-        cond = backend.condition(d.labels)[None]
-        x = sample(backend.unet, backend.config, cond,
-                   [backend.config.class_index(d.tags.get("class"))], [s], steps=steps,
-                   guidance=guidance)
-        before = resize_image(model_to_uint8(x[0]), d.labels.shape)
+        bases = [base_image(d, s, u) for u in unets]
+        before = bases[0]
         t1 = time.perf_counter()
-        after = backend._refine(before, d.labels, s, SimpleNamespace(steps=steps),
+        after = backend._refine(bases[-1], d.labels, s, SimpleNamespace(steps=steps),
                                 lambda p: None, CancelToken())
         t2 = time.perf_counter()
         out.append((before, after, t1 - t0, t2 - t1))
@@ -136,7 +148,8 @@ def realism(args) -> int:
         step = len(docs) / args.limit
         docs = [docs[int(i * step)] for i in range(args.limit)]
     print(f"{args.dataset}: {len(docs)} dev label maps", flush=True)
-    pairs, np = generate_pairs(MODELS[args.dataset], docs, refiner_dir=args.refiner)
+    pairs, np = generate_pairs(MODELS[args.dataset], docs, refiner_dir=args.refiner,
+                               after_model=args.after_model, refine_steps=args.refine_steps)
     real = [d.image.to_uint8() for d in docs]
     groups = [doc_group(d) for d in docs]
     classes = [d.tags.get("class") for d in docs] if args.dataset == "busi" else None
@@ -154,6 +167,19 @@ def realism(args) -> int:
         print(f"{name}: critic AUC {result[name]['critic'].get('auc')}, finest octave "
               f"{result[name]['octaves'].get('finest_band_ratio')} ({time.time() - t0:.0f} s)",
               flush=True)
+    if args.dataset == "hc18":  # invented anonymisation boxes inside the fan
+        from usgen_desktop.core.overlays import screen_overlays
+
+        def boxes(images):
+            return round(float(np.mean([screen_overlays(im, d.labels.data > 0).any()
+                                        for im, d in zip(images, docs, strict=True)])), 4)
+
+        result["images_with_a_black_box_in_the_fan"] = {
+            "real": boxes(real), "before": boxes([p[0] for p in pairs]),
+            "after": boxes([p[1] for p in pairs])}
+        print("black boxes in the fan:", result["images_with_a_black_box_in_the_fan"])
+    result["after_model"] = str(args.after_model) if args.after_model else "same base"
+    result["refine_steps"] = args.refine_steps or "the refiner's default"
     (out_dir / f"fullsize_{args.dataset}.json").write_text(json.dumps(result, indent=1))
     # the figure: a few examples per class
     rows = []
@@ -222,6 +248,9 @@ def main() -> int:
     r.add_argument("--limit", type=int, default=0)
     r.add_argument("--epochs", type=int, default=10)
     r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--after-model", type=Path, default=None,
+                   help="a new base sdm model for the 'after' images (default: the same base)")
+    r.add_argument("--refine-steps", type=int, default=None)
     r.add_argument("--refiner", type=Path, default=None,
                    help="a refiner folder to pair with the model (default: the model's refiner/)")
     s = sub.add_parser("speed")

@@ -45,3 +45,12 @@ class Cancelled(UsgenError):
 
 class UnsafePathError(UsgenError):
     """A name or path taken from data would reach outside the folder it belongs in."""
+
+
+class MissingSectorError(UsgenError):
+    """A label map has no fan (sector) region and the model needs one. ``str()`` is the short
+    sentence the GUI shows beside a "Detect the fan" button; ``cli_hint`` is what the command
+    line adds (the GUI has the button instead)."""
+
+    cli_hint = ("Detect it first: `usgen sector detect DATASET --out DIR --labels-out DIR`, "
+                "then generate from DIR; or use --backend speckle.")

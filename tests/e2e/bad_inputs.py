@@ -1098,17 +1098,21 @@ def c_project_label_fifo(world: Path) -> Spec:
 def c_nifti_infinite_spacing(world: Path) -> Spec:
     import nibabel as nib
 
-    img, _ = blob_pair()
+    img, mask = blob_pair()
     nii = nib.Nifti1Image(img.T.copy(), np.eye(4))
     nii.header["pixdim"][1:3] = [np.inf, -1.0]
-    nib.save(nii, str(world / "in" / "scan.nii"))
+    (world / "in" / "images").mkdir(parents=True, exist_ok=True)
+    nib.save(nii, str(world / "in" / "images" / "scan.nii"))
+    # with its mask: export writes annotated images only (an image that never had a mask is
+    # left out, the one rule of the GUI and the CLI)
+    write_png(world / "in" / "masks" / "scan.png", mask)
 
     def check() -> str | None:
         text = (world / "out" / "manifest.jsonl").read_text(encoding="utf-8")
         rec = json.loads(text.splitlines()[0], parse_constant=lambda c: float("nan"))
         sp = rec.get("pixel_spacing")
         return None if sp is None else f"pixel spacing {sp} written"
-    return Spec(argv=["export", "--from", world / "in" / "scan.nii", "--out", world / "out",
+    return Spec(argv=["export", "--from", world / "in", "--out", world / "out",
                       "-q"], rc=0, check=check)
 
 

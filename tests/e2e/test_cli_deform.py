@@ -107,3 +107,24 @@ def test_sector_labels_out_feeds_deform(tmp_path):
     for f in (tmp_path / "def" / "masks").iterdir():
         v = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
         assert np.array_equal(v != 0, lab != 0)  # the sector stayed put
+
+
+def test_sector_detect_applies_the_fans_fixed_per_layout(tmp_path):
+    from usgen_desktop.core.sector import LayoutMemory, detect_sector
+
+    make_dataset(tmp_path / "ds", n=2)
+    img = cv2.imread(str(tmp_path / "ds" / "images" / "case0.png"), cv2.IMREAD_GRAYSCALE)
+    fit = detect_sector(img)
+    fixed = Sector.fan((64, -20), 40, 120, -20, 20)  # the user's own, narrower fan
+    memory = LayoutMemory()
+    memory.remember(img.shape, fit.sector, fixed)
+    (tmp_path / "layouts.json").write_text(memory.to_json())
+    r = run("sector", "detect", str(tmp_path / "ds"), "--out", str(tmp_path / "sec"),
+            "--layouts", str(tmp_path / "layouts.json"))
+    assert r.returncode == 0, r.stderr
+    geo = json.loads((tmp_path / "sec" / "sectors.json").read_text())
+    for case in ("case0", "case1"):  # both images of the layout get the fixed fan
+        assert geo[case]["remembered"] and abs(geo[case]["outer_radius"] - 120) < 0.01
+    r = run("sector", "detect", str(tmp_path / "ds"), "--out", str(tmp_path / "s2"),
+            "--layouts", str(tmp_path / "missing.json"))
+    assert r.returncode == 2 and "missing.json" in r.stderr and "Traceback" not in r.stderr

@@ -186,17 +186,25 @@ def test_export_dialog_writes_an_nnunet_dataset(qtbot, tmp_path):
 
 
 def test_export_dialog_selected_only(qtbot, tmp_path):
+    from usgen_desktop.errors import ExportError
     from usgen_desktop.gui.export_dialog import ExportDialog
 
     project = saved_project(tmp_path)
-    dlg = ExportDialog(None, project, selected=[project.documents[0].uid])
+    # "a" was never labelled (no mask file, nothing drawn): the one export rule leaves it out
+    dlg = ExportDialog(None, project, selected=[d.uid for d in project.documents])
     qtbot.addWidget(dlg)
     dlg.only_selected.setChecked(True)
     dlg.format.setCurrentIndex(dlg.format.findData("folder"))
     dlg.folder.setText(str(tmp_path / "sel"))
     report = dlg.export()
-    assert report.count == 1
+    assert report.count == 1 and "'a' was never labelled" in report.skipped[0]
     assert len(list((tmp_path / "sel" / "images").glob("*.png"))) == 1
+    only_a = ExportDialog(None, project, selected=[project.documents[0].uid])
+    qtbot.addWidget(only_a)
+    only_a.only_selected.setChecked(True)
+    only_a.folder.setText(str(tmp_path / "sel2"))
+    with pytest.raises(ExportError, match="never had a mask"):
+        only_a.export()
 
 
 def test_app_main_opens_a_project_and_returns(qtbot, tmp_path, capsys):

@@ -102,7 +102,8 @@ def test_class_folders_with_manifest_groups(tmp_path):
     res = open_dataset(tmp_path)
     assert res.layout == "class_folders" and res.schema.name == "busi"
     docs = {d.name: d for d in res.documents}
-    assert docs["benign (1)"].tags == {"class": "benign", "group": "g7"}
+    # "annotated": a mask file came with it (the export's rule for empty masks)
+    assert docs["benign (1)"].tags == {"class": "benign", "group": "g7", "annotated": True}
     assert docs["malignant (1)"].tags["group"] == "g7"
     assert "group" not in docs["normal (1)"].tags
 
@@ -238,7 +239,8 @@ def test_hc18_download_with_split_folders_and_pixel_size_csv(tmp_path):
     res = open_dataset(tmp_path)
     assert res.layout == "hc18" and res.schema.name == "hc18"
     docs = {d.name: d for d in res.documents}
-    assert docs["000_HC"].tags == {"split": "training_set"}  # a split, not a class
+    # a split, not a class; "annotated": the outline file came with it
+    assert docs["000_HC"].tags == {"split": "training_set", "annotated": True}
     assert docs["000_HC"].image.pixel_spacing == pytest.approx((0.0691358, 0.0691358))
     assert docs["000_HC"].has_mask and not docs["100_HC"].has_mask
 

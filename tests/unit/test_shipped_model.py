@@ -134,8 +134,12 @@ def test_a_sector_model_refuses_a_label_map_without_the_sector(tmp_path):
     head[10:20, 12:24] = 1
     req = GenerationRequest([LabelMap(head)], schema, backend="sdm", model_dir=str(folder),
                             steps=2, device="cpu")
-    with pytest.raises(UsgenError, match="no 'sector' region.*Detect sector"):
+    from usgen_desktop.errors import MissingSectorError
+
+    # one short sentence (the GUI adds a "Detect the fan" button, the CLI its command)
+    with pytest.raises(MissingSectorError, match="no 'sector' region.*fan.*needs") as info:
         run(req)
+    assert "usgen sector detect" in info.value.cli_hint
     # with names (the GUI and the CLI pass document / file names) it says which map it is
     two = GenerationRequest([LabelMap(head), LabelMap(head)], schema, backend="sdm",
                             model_dir=str(folder), steps=2, device="cpu",

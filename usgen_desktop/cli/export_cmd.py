@@ -3,7 +3,8 @@
     usgen export --from PROJECT_OR_DATASET --format nnunet --out DIR [--name NAME] [--overwrite]
 
 Problems with single files print one line each on stderr and the rest goes on; an error that
-stops the export (target not empty, not writable, nothing to export) exits with 2.
+stops the export (target not empty, not writable, nothing to export) exits with 2. Which images
+are exported follows ``export.pairs.LABELLED_RULE``, the rule the GUI's export dialog states.
 """
 
 from __future__ import annotations
@@ -18,13 +19,19 @@ from usgen_desktop.cli.progress import progress_bar
 FORMAT_CHOICES = ("folder", "nnunet", "decathlon")
 
 
+def _rule() -> str:
+    from usgen_desktop.export.pairs import LABELLED_RULE
+
+    return LABELLED_RULE
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "export",
         help="export image/mask pairs (folders, nnU-Net v2, Decathlon)",
         description="Export the image/mask pairs of a USGen project or of a dataset folder "
         "(BUSI download, images/+masks/, nnU-Net, HC18, ...) as a training dataset with a "
-        "manifest.jsonl.",
+        "manifest.jsonl. " + _rule(),
     )
     p.add_argument("--from", dest="source", required=True, type=Path, metavar="PROJECT_OR_DATASET",
                    help="a USGen project folder, a dataset folder or one image")
@@ -57,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         docs, problems, schema = project.documents, list(project.problems), project.schema
         default_name = project.name
     else:
-        update, close = progress_bar("reading", args.quiet)
+        update, close = progress_bar("reading", args.quiet, unit="image")
         try:
             result = open_dataset(source, progress=update)
         finally:

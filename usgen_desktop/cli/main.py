@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usgen: {exc}", file=sys.stderr)
         return 130
     except UsgenError as exc:
-        print(f"usgen: error: {exc}", file=sys.stderr)
+        hint = getattr(exc, "cli_hint", "")
+        print(f"usgen: error: {exc}" + (f" {hint}" if hint else ""), file=sys.stderr)
         return 2
     except OSError as exc:
         # A write that failed where no command said it better (disk full, no permission).

@@ -3,7 +3,9 @@
     usgen sector detect IMAGE_OR_DATASET --out DIR
 
 Writes, per image, ``<name>_sector.png`` (0/255 mask), ``<name>_overlay.png`` (the fitted
-outline on the image) and one ``sectors.json`` with the fitted geometry and confidence. With
+outline on the image) and one ``sectors.json`` with the fitted geometry and confidence (fits
+below ``AUTO_APPLY`` are listed for review). ``--layouts FILE`` applies the fans a user fixed
+by hand in the GUI, per scanner layout. With
 ``--labels-out DIR`` it also writes the dataset's label maps with the sector applied, ready for
 ``usgen deform --masks DIR`` (the sector then stays fixed while the anatomy deforms).
 """
@@ -35,6 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="also write each image's label map with the sector applied (anatomy "
                    "outside the fan cleared, the rest of the fan given the sector label) to "
                    "DIR/masks, a label-map dataset that `usgen deform --masks DIR` reads")
+    d.add_argument("--layouts", type=Path, metavar="FILE", default=None,
+                   help="the fans you fixed by hand, per scanner layout (a project's "
+                   "sector_layouts.json, written by the GUI): an image of the same size whose "
+                   "detected fan matches one gets your fan")
     d.add_argument("--sector-id", type=int_range(1, 255), default=None, metavar="ID",
                    help="label id of the sector for --labels-out (default: the schema's)")
     d.set_defaults(func=run_detect)
@@ -49,12 +55,19 @@ def run_detect(args: argparse.Namespace) -> int:
 
     from usgen_desktop.cli.argtypes import out_folder
     from usgen_desktop.core.labels import Label
-    from usgen_desktop.core.sector import apply_sector, detect_sector
+    from usgen_desktop.core.sector import AUTO_APPLY, LayoutMemory, apply_sector, detect_sector
     from usgen_desktop.errors import UsgenError
     from usgen_desktop.io import open_dataset
     from usgen_desktop.io.atomic import write_bytes_atomic, write_png_atomic, write_text_atomic
     from usgen_desktop.paths import inside, unique_filenames
 
+    memory = None
+    if args.layouts is not None:
+        try:
+            memory = LayoutMemory.from_json(args.layouts.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UsgenError(f"Could not read the layouts file '{args.layouts}' "
+                             f"({getattr(exc, 'strerror', None) or exc}).") from exc
     result = open_dataset(args.source)
     for problem in result.problems:
         print(f"usgen: {problem}", file=sys.stderr)
@@ -82,7 +95,8 @@ def run_detect(args: argparse.Namespace) -> int:
     stems = unique_filenames([d.name for d in docs], fallback="image")
     for doc, stem in zip(docs, stems, strict=True):
         img = doc.image.to_uint8()
-        fit = detect_sector(img, probe=None if args.probe == "auto" else args.probe)
+        fit = detect_sector(img, probe=None if args.probe == "auto" else args.probe,
+                            memory=memory)
         write_png_atomic(inside(out, f"{stem}_sector.png", "A sector file"),
                          fit.mask.astype(np.uint8) * 255)
         if args.labels_out is not None:
@@ -97,7 +111,9 @@ def run_detect(args: argparse.Namespace) -> int:
             ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
             write_bytes_atomic(inside(out, f"{stem}_overlay.png", "An overlay file"),
                                buf.tobytes())
-        records[stem] = {**fit.sector.to_dict(), "confidence": round(fit.confidence, 4)}
+        records[stem] = {**fit.sector.to_dict(), "confidence": round(fit.confidence, 4),
+                         "remembered": fit.remembered,
+                         "review": fit.confidence < AUTO_APPLY}
     write_text_atomic(out / "sectors.json", json.dumps(records, indent=2))
     if args.labels_out is not None:
         sidecar = {"schema": schema.to_dict(), "classes": classes}
@@ -106,6 +122,11 @@ def run_detect(args: argparse.Namespace) -> int:
     for r in records.values():
         kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
     noun = "image" if len(records) == 1 else "images"
+    review = sorted(n for n, r in records.items() if r["review"])
     print(f"usgen: sectors of {len(records)} {noun} in {args.out} "
           f"({', '.join(f'{v} {k}' for k, v in sorted(kinds.items()))})", file=sys.stderr)
+    if review:
+        print(f"usgen: {len(review)} fit{'s' if len(review) != 1 else ''} below "
+              f"{AUTO_APPLY:.0%} confidence; check their overlays: "
+              + ", ".join(review[:10]) + (" …" if len(review) > 10 else ""), file=sys.stderr)
     return 0

@@ -70,6 +70,16 @@ class Document:
     def has_mask(self) -> bool:
         return bool(self.labels.data.any())
 
+    @property
+    def is_labelled(self) -> bool:
+        """Whether the label map is an annotation to train on (the one rule of the GUI's and
+        the CLI's export, ``export.pairs.LABELLED_RULE``): any label drawn, or a mask file
+        came with the image even if it is empty (BUSI's normal images: no lesion), or the
+        image was generated from it (exact by construction). An image that never had a
+        mask is not labelled; exporting it with an empty mask would teach "no lesion"."""
+        return (self.has_mask or bool(self.tags.get("annotated"))
+                or bool(self.provenance.get("backend")))
+
     def subscribe(self, fn: Callable[[Box | None], None]) -> None:
         """Call ``fn(box)`` after every change (box None means everything may have changed)."""
         self._listeners.append(fn)

@@ -44,7 +44,23 @@ MANIFEST = "manifest.jsonl"
 MARKER = ".usgen-export.json"  # says which export made the folder and whether it finished
 SCHEMA_FILE = "usgen_schema.json"
 _OWN_FILES = (MANIFEST, MARKER, SCHEMA_FILE, "dataset.json", "labels.json", "labels.txt")
+# both ways to say it, so the sentence fits the CLI and the export dialog alike
+_ALLOW_OVERWRITE = ("replace it (--overwrite on the command line, 'Replace an existing export' "
+                    "in the export dialog)")
 _OWN_DIRS = ("images", "masks", "imagesTr", "labelsTr", "imagesTs", "labelsTs")
+
+
+# The rule for which images are exported, stated to the user by the export dialog and the CLI.
+LABELLED_RULE = (
+    "An image is exported when it is labelled: a label is drawn on it, or a mask file came "
+    "with it even if empty (a normal image, e.g. BUSI's 'normal': no lesion), or it was "
+    "generated from its label map. Images that never had a mask are left out."
+)
+
+
+def is_labelled(doc: Document) -> bool:
+    """:data:`LABELLED_RULE` for one document (the same test in the GUI and ``usgen export``)."""
+    return doc.is_labelled
 
 
 @dataclass
@@ -86,15 +102,17 @@ def export_pairs(
         raise ExportError(f"Unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}.")
     layout = LAYOUTS[fmt]
     docs = list({d.uid: d for d in docs}.values())  # a document selected twice exports once
-    pairs = [d for d in docs if d.image is not None]
+    pairs = [d for d in docs if d.image is not None and is_labelled(d)]
     skipped = [f"'{d.name}' has no image yet, so it has no pair to export." for d in docs
                if d.image is None]
+    skipped += [f"'{d.name}' was never labelled (no mask file, nothing drawn), so it is left "
+                "out." for d in docs if d.image is not None and not is_labelled(d)]
     if not docs:
         raise ExportError("There are no documents to export.")
     if not pairs:
         raise ExportError(
             f"None of the {len(docs)} selected documents has both an image and a label map; "
-            "nothing to export."
+            "nothing to export (images that never had a mask count as unlabelled)."
         )
     schema = schema or pairs[0].schema
     target = dataset_folder(Path(out_dir), fmt, dataset_name, dataset_id)
@@ -187,13 +205,13 @@ def _prepare_target(target: Path, layout: Layout, overwrite: bool,
             if marker.get("label_mapping") != mapping_key:
                 raise ExportError(
                     f"The unfinished export in '{target}' used other label ids; choose another "
-                    "folder or allow overwriting."
+                    f"folder or {_ALLOW_OVERWRITE}."
                 )
             done = _complete_records(target, layout)
         else:
             raise ExportError(
-                f"The folder '{target}' is not empty; choose an empty folder or allow "
-                "overwriting."
+                f"The folder '{target}' is not empty; choose an empty folder or "
+                f"{_ALLOW_OVERWRITE}."
             )
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -337,4 +355,4 @@ def _os_sentence(exc: OSError, target: Path) -> str:
     return f"Could not write the export to '{target}' ({reason})."
 
 
-__all__ = ["MANIFEST", "ExportReport", "export_pairs"]
+__all__ = ["LABELLED_RULE", "MANIFEST", "ExportReport", "export_pairs", "is_labelled"]

@@ -37,6 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The libraries Qt's xcb platform plugin loads on Linux, and the Debian/Ubuntu packages that
+# hold them. Without one of them QApplication aborts the process with a long Qt message.
+XCB_LIBS = (("xcb-cursor", "libxcb-cursor0"), ("xcb-icccm", "libxcb-icccm4"),
+            ("xcb-keysyms", "libxcb-keysyms1"), ("xcb-image", "libxcb-image0"),
+            ("xcb-render-util", "libxcb-render-util0"), ("xkbcommon-x11", "libxkbcommon-x11-0"))
+
+
+def missing_xcb_packages() -> list[str]:
+    """The packages a real window on this Linux box still needs (empty elsewhere, and when
+    Qt is told to draw offscreen or through another platform plugin)."""
+    import ctypes.util
+    import os
+
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if not sys.platform.startswith("linux") or (platform and not platform.startswith("xcb")):
+        return []
+    return [pkg for lib, pkg in XCB_LIBS if ctypes.util.find_library(lib) is None]
+
+
 def app_settings():  # noqa: ANN201
     """The app's QSettings: an INI file in the user's config folder."""
     from PySide6.QtCore import QSettings
@@ -199,6 +218,13 @@ def main(argv: list[str] | None = None) -> int:
             print("usgen-desktop: this build has no self-test.", file=sys.stderr)
             return 2
         return int(run_selftest())
+
+    missing = missing_xcb_packages()
+    if missing:
+        # one sentence instead of Qt's abort ("could not load the Qt platform plugin xcb")
+        print("usgen-desktop: a window needs Qt's xcb libraries; install them with: "
+              f"sudo apt-get install {' '.join(missing)}", file=sys.stderr)
+        return 2
 
     from PySide6.QtCore import QTimer
     from PySide6.QtGui import QIcon

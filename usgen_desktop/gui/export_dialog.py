@@ -124,14 +124,32 @@ class ExportDialog(QDialog):
         self.buttons.rejected.connect(self.reject)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
-        lay.addWidget(QLabel("Every export also writes manifest.jsonl (one line per pair)."))
+        from usgen_desktop.export.pairs import LABELLED_RULE
+
+        # the one rule (the same in `usgen export`), said where the user chooses
+        self.rule = QLabel(LABELLED_RULE + " Every export also writes manifest.jsonl (one "
+                           "line per pair).")
+        self.rule.setWordWrap(True)
+        lay.addWidget(self.rule)
+        self.waiting = QLabel("")
+        self.waiting.setWordWrap(True)
+        waiting = [d for d in self.project.documents if d.image is None]
+        if waiting:
+            n = len(waiting)
+            self.waiting.setText(
+                f"<b>{n} label map{'s' if n != 1 else ''} (e.g. kept variants) "
+                f"{'have' if n != 1 else 'has'} no image yet</b> and cannot be exported: "
+                "generate images for them first (Generate › For: label maps without images), "
+                "then accept the results.")
+        self.waiting.setVisible(bool(waiting))
+        lay.addWidget(self.waiting)
         lay.addWidget(self.buttons)
 
     def _fill_defaults(self) -> None:
         docs = self.project.documents
-        n_masked = sum(1 for d in docs if d.image is not None and d.has_mask)
+        n_masked = sum(1 for d in docs if d.image is not None and d.is_labelled)
         n_sel = len(self.selected)
-        self.all_masked.setText(f"&All images with masks ({n_masked})")
+        self.all_masked.setText(f"&All labelled images ({n_masked})")
         self.only_selected.setText(f"&Selected images ({n_sel})")
         self.only_selected.setEnabled(n_sel > 0)
         (self.only_selected if n_sel > 1 else self.all_masked).setChecked(True)
@@ -156,7 +174,7 @@ class ExportDialog(QDialog):
         if self.only_selected.isChecked():
             wanted = set(self.selected)
             return [d for d in docs if d.uid in wanted and d.image is not None]
-        return [d for d in docs if d.image is not None and d.has_mask]
+        return [d for d in docs if d.image is not None and d.is_labelled]
 
     def export(self) -> Any:
         """Export now; returns the report (raises UsgenError/Cancelled for the caller)."""
@@ -165,7 +183,7 @@ class ExportDialog(QDialog):
 
         docs = self.documents()
         if not docs:
-            raise ExportError("There is nothing to export: no chosen image has a mask yet.")
+            raise ExportError("There is nothing to export: no chosen image is labelled yet.")
         folder = self.folder.text().strip()
         if not folder:
             raise ExportError("Choose a folder to export to.")

@@ -241,11 +241,30 @@ def document_from_result(item: GalleryItem) -> Document:
         labels=res.label_map.copy(),
         schema=schema,
         image=UltrasoundImage(np.array(res.image, dtype=np.uint8, copy=True)),
-        name=f"{base} · {backend} seed {item.seed}",
+        name=f"{base} · {backend} #{item.seed}",
         tags=tags,
         parent=src.uid if src is not None else None,
         provenance=provenance,
     )
+
+
+def fill_waiting_source(item: GalleryItem) -> Document | None:
+    """Give a label-map-only source (e.g. a kept variant) the generated image, when the label
+    map is still the one it was generated from; returns that document, else None."""
+    src, res = item.source, item.result
+    if src is None or src.image is not None:
+        return None
+    if src.labels.shape != res.label_map.shape or not np.array_equal(src.labels.data,
+                                                                     res.label_map.data):
+        return None  # edited since: the image no longer matches it exactly
+    src.image = UltrasoundImage(np.array(res.image, dtype=np.uint8, copy=True))
+    if item.klass and not src.tags.get("class"):
+        src.tags["class"] = item.klass
+    # how the label map was made (a variant) stays, beside how its image was made
+    src.provenance = {**dict(res.provenance), **({"variant": src.provenance}
+                                                 if src.provenance else {})}
+    src.revision += 1  # thumbnails, status text and autosave see the change
+    return src
 
 
 class GalleryWidget(QWidget):
@@ -401,10 +420,12 @@ class GalleryWidget(QWidget):
         return out
 
     def accept(self, item: GalleryItem) -> Document | None:
-        """Turn ``item`` into a new document (once); emits ``accepted``."""
+        """Turn ``item`` into a document (once); emits ``accepted``. A label map that waits
+        for its image (a kept variant) gets this image itself, so it becomes a pair that
+        exports; otherwise the result becomes a new document beside its source."""
         if item.status == "accepted":
             return None
-        doc = document_from_result(item)
+        doc = fill_waiting_source(item) or document_from_result(item)
         item.status, item.accepted_uid = "accepted", doc.uid
         tile = self._tile(item.id)
         if tile is not None:
@@ -517,8 +538,9 @@ class GalleryWidget(QWidget):
         return _icon(pix)
 
     def _caption(self, item: GalleryItem) -> str:
+        # short enough for the tile: "seed 1713456789" with a mark did not fit and was cut
         mark = "✓ " if item.status == "accepted" else ""
-        return f"{mark}seed {item.seed}"
+        return f"{mark}#{item.seed}"
 
     def _tooltip(self, item: GalleryItem) -> str:
         prov = item.result.provenance
@@ -543,8 +565,9 @@ class GalleryWidget(QWidget):
             self.real_pane.set_image(None, "no real image\n(painted label map)")
         self.generated_pane.set_image(
             pics.outlined if self._outline else np.asarray(item.result.image, np.uint8))
-        self.generated_pane.caption = f"Generated · seed {item.seed}"
-        self.generated_pane.setToolTip(self.generated_pane.caption)
+        # the seed is the tile's caption and in the tooltip; "Generated · seed 1713…" was cut
+        self.generated_pane.caption = "Generated"
+        self.generated_pane.setToolTip(f"Generated with seed {item.seed}")
         self.generated_pane.update()
         self.labels_pane.set_image(pics.labels_rgb)
 
@@ -565,6 +588,15 @@ def _icon(pix: QPixmap) -> QIcon:
 
 
 def _fit(pix: QPixmap) -> QPixmap:
-    return pix.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
-                      Qt.TransformationMode.SmoothTransformation)
+    """The picture scaled into a THUMB square, centred on a transparent one: every tile is the
+    same size, so a portrait BUSI image beside a landscape HC18 one is neither cropped nor
+    pushes its caption out of the (uniform) grid cell."""
+    scaled = pix.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
+                        Qt.TransformationMode.SmoothTransformation)
+    square = QPixmap(THUMB, THUMB)
+    square.fill(Qt.GlobalColor.transparent)
+    p = QPainter(square)
+    p.drawPixmap((THUMB - scaled.width()) // 2, (THUMB - scaled.height()) // 2, scaled)
+    p.end()
+    return square
 

@@ -41,7 +41,9 @@ def status_text(doc: Document) -> str:
     if doc.image is None:
         parts.append("label map only")
     else:
-        parts.append("mask" if doc.has_mask else "no mask")
+        # the export's rule: an empty mask that came with the image is a "normal" label
+        parts.append("mask" if doc.has_mask else "empty mask" if doc.is_labelled
+                     else "no mask")
     return " · ".join(parts)
 
 
@@ -205,6 +207,9 @@ class ImageList(QWidget):
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.view.setSpacing(1)
+        # a long name keeps its start and its end (a generated image's seed) in a narrow dock;
+        # the tooltip has it whole
+        self.view.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.view.selectionModel().currentChanged.connect(self._on_current)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)

@@ -60,6 +60,9 @@ class MainWindow(ProjectMixin, QMainWindow):
     """The editor window over one project."""
 
     currentDocumentChanged = Signal(object)  # Document | None
+    # A different project is shown: panels drop what belonged to the old one (the gallery's
+    # results, the preview, a finished progress bar), so nothing of it can enter the new one.
+    projectChanged = Signal(object)  # Project
 
     def __init__(self, project: Project | None = None, settings: QSettings | None = None,
                  load_panels: bool = True) -> None:
@@ -303,9 +306,19 @@ class MainWindow(ProjectMixin, QMainWindow):
         return [d for d in self.project.documents if d.uid in wanted]
 
     def add_documents(self, docs: Iterable[Document], select: bool = True) -> None:
-        """Add documents to the project (they take the project's schema) and list them."""
+        """Add documents to the project (they take the project's schema) and list them.
+
+        A document already in the project (a label map that just got its generated image)
+        is redrawn, not added twice."""
         docs = list(docs)
         if self.project is None or not docs:
+            return
+        present = {d.uid for d in self.project.documents}
+        for doc in [d for d in docs if d.uid in present]:
+            self.refresh_document(doc)
+        docs = [d for d in docs if d.uid not in present]
+        if not docs:
+            self._update_title()
             return
         schema = self.project.schema
         for doc in docs:
@@ -484,6 +497,8 @@ class MainWindow(ProjectMixin, QMainWindow):
 
     def _update_title(self) -> None:
         name = self.project.name if self.project is not None else ""
+        if name and self.is_demo_project():
+            name = f"{name} project (synthetic examples)"
         doc = f" — {self._document.name}" if self._document is not None else ""
         self.setWindowTitle(f"{name}[*]{doc} — {APP_TITLE}" if name else APP_TITLE)
         self.setWindowModified(bool(self.project is not None and self.project.is_dirty()))

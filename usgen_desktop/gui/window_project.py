@@ -22,6 +22,24 @@ if TYPE_CHECKING:
 
 
 RECENT_MAX = 8
+DEMO_NAME = "Demo"  # the folder the demo project lives in (gui/app.py makes it)
+
+
+def is_demo_folder(folder: Path) -> bool:
+    """Whether ``folder`` is the demo project's (synthetic example pairs, not the user's)."""
+    try:
+        return Path(folder).resolve() == (default_projects_dir() / DEMO_NAME).resolve()
+    except OSError:
+        return False
+
+
+def new_project_folder(base: Path, name: str) -> Path:
+    """A folder for a new project named after ``name`` that holds nothing yet."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_") or "project"
+    folder, k = base / safe, 2
+    while folder.exists() and any(folder.iterdir()):
+        folder, k = base / f"{safe}_{k}", k + 1
+    return folder
 
 
 class ProjectMixin:
@@ -39,6 +57,8 @@ class ProjectMixin:
         self.autosaver.reset()
         self._document = None
         self.canvas.set_document(None)
+        # before the first document opens: panels clear what the old project left behind
+        self.projectChanged.emit(project)
         self.image_list.set_documents(project.documents)
         self.label_panel.set_schema(project.schema)
         if project.documents:
@@ -181,9 +201,51 @@ class ProjectMixin:
             self._remember_dir(Path(path))
             self.import_paths([Path(path)])
 
+    def is_demo_project(self) -> bool:
+        return self.project is not None and is_demo_folder(self.project.folder)
+
+    def ask_import_into_demo(self, name: str) -> str:
+        """"new", "demo" or "cancel" when the user imports into the demo project (tests
+        replace it): the demo's synthetic pairs must not end up in the user's dataset."""
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setWindowTitle("Import")
+        box.setText(f"The open project is the Demo (synthetic examples). Import '{name}' into "
+                    "a new project of its own?")
+        new = box.addButton("New project", QMessageBox.ButtonRole.AcceptRole)
+        demo = box.addButton("Add to the Demo", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(new)
+        box.exec()
+        clicked = box.clickedButton()
+        return "new" if clicked is new else "demo" if clicked is demo else "cancel"
+
+    def _leave_demo_for(self, paths: list[Path]) -> bool:
+        """Before importing into the demo: ask, and open a new project named after the first
+        path when the user wants one. False when the import should not go on."""
+        first = paths[0]
+        name = first.stem if first.is_file() else first.name
+        choice = self.ask_import_into_demo(name)
+        if choice == "demo":
+            return True
+        if choice != "new" or not self._may_leave_project():
+            return False
+        from usgen_desktop.core.labels import load_preset
+
+        folder = new_project_folder(default_projects_dir(), name)
+        try:
+            # the preset is a placeholder: an empty project takes the dataset's own schema
+            self.set_project(Project.create(folder, load_preset("busi"), name=folder.name))
+        except UsgenError as exc:
+            self.show_error(str(exc))
+            return False
+        return True
+
     def import_paths(self, paths: list[Path]) -> list[Document]:
         """Import image files and/or dataset folders; problems go to one dialog at the end."""
-        if self.project is None:
+        if self.project is None or not paths:
+            return []
+        if self.is_demo_project() and not self._leave_demo_for(paths):
             return []
         was_clean = not self.project.is_dirty()
         docs: list[Document] = []

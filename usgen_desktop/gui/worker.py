@@ -475,6 +475,16 @@ class TaskProgressWidget(QWidget):
 
     def _on_cancelled(self, _value: object) -> None:
         self._end("Cancelled; finished results were kept.")
+        # an empty bar: "51 %" beside "Cancelled" read as if half of it were still to come
+        self.bar.setValue(0)
+
+    def clear(self) -> None:
+        """Back to the empty state (a new project: the last task's "Done." is not its)."""
+        if self._handle is not None and self._handle.running:
+            return
+        self._handle = None
+        self.message.setText("")
+        self._idle()
 
     def cancel(self) -> None:
         if self._handle is not None and self._handle.running:

@@ -595,15 +595,17 @@ def _load_item_noted(item: _Item, schema: LabelSchema | None, notes: list[str]) 
         labels = read_masks_or(item.masks, shape)
     else:
         labels = read_mask(item.masks[0], shape, schema=schema, notes=notes)
+    tags = dict(item.tags)
     if item.masks:
         image.meta["mask_files"] = [str(p) for p in item.masks]
+        tags["annotated"] = True  # an empty mask file is an annotation too ("no lesion")
     provenance = {k: v for k, v in item.provenance.items() if not k.startswith("_")}
     doc = Document(
         labels=labels,
         schema=_PLACEHOLDER,
         image=image,
         name=item.name,
-        tags=dict(item.tags),
+        tags=tags,
         provenance=provenance,
     )
     return doc

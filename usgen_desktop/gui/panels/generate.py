@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 
 from usgen_desktop.core.document import Document
 from usgen_desktop.core.labels import LabelSchema
-from usgen_desktop.errors import ModelError, OutOfMemoryError, UsgenError
+from usgen_desktop.errors import MissingSectorError, ModelError, OutOfMemoryError, UsgenError
 from usgen_desktop.gui.gallery import GalleryItem, GalleryWidget, ImagePane
 from usgen_desktop.gui.panels.common import tight_row
 from usgen_desktop.gui.worker import TaskHandle, TaskProgressWidget, report_error, run_task
@@ -67,6 +67,7 @@ SCOPES = {
     "current": "Current image",
     "selected": "Selected images",
     "all": "All label maps in the project",
+    "waiting": "Label maps without images",
 }
 FROM_IMAGE = "(each image's own class)"
 NO_CLASS = "(no class)"
@@ -162,6 +163,8 @@ class GeneratePanel(QWidget):
         self.model_button.setToolTip("Choose the model folder")
         self.model_button.clicked.connect(self._pick_model)
         self.model_dir.textEdited.connect(self._model_typed)
+        # a long folder shows only its tail in the narrow dock: the tooltip has it whole
+        self.model_dir.textChanged.connect(self.model_dir.setToolTip)
         model_row = tight_row(self.model_dir, self.model_button)
 
         self.klass = QComboBox()
@@ -306,6 +309,9 @@ class GeneratePanel(QWidget):
         sig = getattr(window, "currentDocumentChanged", None)
         if sig is not None:
             sig.connect(self._document_changed)
+        sig = getattr(window, "projectChanged", None)
+        if sig is not None:
+            sig.connect(self._project_changed)
         self._applying = True
         try:
             auto_model = self._restore_settings()
@@ -361,6 +367,21 @@ class GeneratePanel(QWidget):
         if self._auto and self._choice() != self._auto_choice:
             self._auto = False
         return self._auto
+
+    def _project_changed(self, _project: Any) -> None:
+        """Another project: the old one's results must not be accepted into it (an old BUSI
+        lesion would become the new project's label), so they, the preview and the last
+        task's progress go; a running generation for the old project stops."""
+        if self.running:
+            self.progress.cancel()
+        self.gallery.clear()
+        self.preview.set_image(None, "each image appears here\nas it is generated")
+        self.progress.clear()
+        self._sources, self._classes, self._regen_item = [], [], None
+        self.scope.setCurrentIndex(self.scope.findData("current"))  # e.g. not the last variants
+        dock = self.gallery.parentWidget()
+        if isinstance(dock, QDockWidget):
+            dock.hide()  # shown again with the new project's first result
 
     def _document_changed(self, _doc: Any) -> None:
         self.refresh_classes()
@@ -478,9 +499,13 @@ class GeneratePanel(QWidget):
         if scope == "all":
             project = getattr(self.window_, "project", None)
             docs = list(getattr(project, "documents", []) or [])
-            # generated images are results, not label maps waiting for images
-            docs = [d for d in docs if not d.provenance]
+            # generated images are results, not label maps waiting for images (a kept
+            # variant's provenance says how its label map was made: it is one to generate for)
+            docs = [d for d in docs if not d.provenance.get("backend")]
             return docs or ([current] if current is not None else [])
+        if scope == "waiting":
+            project = getattr(self.window_, "project", None)
+            return [d for d in getattr(project, "documents", []) or [] if d.image is None]
         if scope == "selected":
             fn = getattr(self.window_, "selected_documents", None)
             docs = list(fn()) if callable(fn) else []
@@ -667,11 +692,11 @@ class GeneratePanel(QWidget):
     def running(self) -> bool:
         return self.handle is not None and self.handle.running
 
-    def generate(self) -> TaskHandle | None:
-        """Start generating for the chosen label maps (Ctrl+G)."""
+    def generate(self, docs: list[Document] | None = None) -> TaskHandle | None:
+        """Start generating for the chosen label maps (Ctrl+G), or for ``docs``."""
         if self.running:
             return None
-        docs = self.target_documents()
+        docs = self.target_documents() if not docs else list(docs)
         try:
             request = self.build_request(docs)
             request.validate()
@@ -759,8 +784,9 @@ class GeneratePanel(QWidget):
 
     def _on_result(self, item: Any) -> None:
         result, pictures = item if isinstance(item, tuple) else (item, None)
-        src = self._sources[result.source_index] if result.source_index < len(
-            self._sources) else None
+        if result.source_index >= len(self._sources):
+            return  # a result of the previous project's generation, arriving late
+        src = self._sources[result.source_index]
         klass = self._classes[result.source_index] if result.source_index < len(
             self._classes) else None
         if self._regen_item is not None and self._regen_item.id in self.gallery.items:
@@ -790,12 +816,41 @@ class GeneratePanel(QWidget):
                 req.device = "cpu"
                 self._retry(req)
             return
+        if isinstance(exc, MissingSectorError):
+            self._offer_fan_detection(sentence)
+            return
         if isinstance(exc, ModelError) and req is not None and req.backend != "speckle":
             if self.ask(f"{sentence}\n\nUse the speckle simulator instead (it needs no model)?"):
                 req.backend, req.model_dir, req.steps = "speckle", None, 1
                 self._retry(req)
             return
         self._show_error(sentence)
+
+    def _offer_fan_detection(self, sentence: str) -> None:
+        """One short sentence and a "Detect the fan" button (the sector panel's batch
+        detection with its review grid, for the label maps of this generation)."""
+        batch = getattr(self.window_, "fan_batch", None)
+        if batch is None or not self.ask_detect_fan(sentence):
+            if batch is None:
+                self._show_error(sentence)
+            return
+        docs = [d for d in self._sources if d.image is not None]
+        if docs:
+            batch.start(docs)
+        else:
+            self._show_error("These label maps have no image to find a fan in; draw one with "
+                             "Fan handles (S).")
+
+    def ask_detect_fan(self, sentence: str) -> bool:
+        """Whether to detect the fan now (tests replace it)."""
+        box = QMessageBox(self.window_)
+        box.setWindowTitle("Generate")
+        box.setText(sentence)
+        go = box.addButton("Detect the fan", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(go)
+        box.exec()
+        return box.clickedButton() is go
 
     def _retry(self, request: Any) -> None:
         sources = list(self._sources)
@@ -919,6 +974,7 @@ def install(window: QMainWindow) -> GeneratePanel:
     gallery_dock.setObjectName("GalleryDock")
     gallery_dock.setWidget(gallery)
     panel = GeneratePanel(window, gallery)
+    window.generate_panel = panel  # other panels start a generation (kept variants)
     dock = QDockWidget("Generate", window)
     dock.setObjectName("GenerateDock")
     dock.setWidget(scrolled(panel))

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QDoubleSpinBox,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QListView,
     QListWidget,
@@ -41,7 +42,8 @@ THUMB = 120
 
 
 class VariantsDialog(QDialog):
-    """The count, seed, scope and deformation ranges."""
+    """The count, seed, scope and how much the anatomy may change, said in anatomy terms;
+    the engineering numbers (degrees, pixels at 256², control points) are in the tooltips."""
 
     def __init__(self, parent, n_selected: int) -> None:  # noqa: ANN001
         super().__init__(parent)
@@ -49,28 +51,47 @@ class VariantsDialog(QDialog):
         d = DeformParams()
         form = QFormLayout(self)
         self.n = QSpinBox(minimum=1, maximum=200, value=5)
+        self.n.setToolTip("How many new label maps to make from each one")
         self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
+        self.seed.setToolTip("The same seed and settings make the same variants")
         self.scope = QComboBox()
         self.scope.addItems(["Current label map", f"Selected label maps ({n_selected})"])
         self.rotation = QDoubleSpinBox(minimum=0, maximum=90, value=d.rotation_deg, suffix=" °")
+        self.rotation.setToolTip("Affine rotation: a random angle within ± this many degrees")
         self.translate = QDoubleSpinBox(minimum=0, maximum=50, value=100 * d.translate_frac,
-                                        suffix=" %")
-        self.scale_min = QDoubleSpinBox(minimum=0.2, maximum=2, value=d.scale[0], singleStep=0.05)
-        self.scale_max = QDoubleSpinBox(minimum=0.2, maximum=3, value=d.scale[1], singleStep=0.05)
+                                        suffix=" % of the image")
+        self.translate.setToolTip("Affine translation: up to this fraction of the image size "
+                                  "in each direction")
+        self.scale_min = QDoubleSpinBox(minimum=20, maximum=200, value=100 * d.scale[0],
+                                        singleStep=5, suffix=" %", decimals=0)
+        self.scale_max = QDoubleSpinBox(minimum=20, maximum=300, value=100 * d.scale[1],
+                                        singleStep=5, suffix=" %", decimals=0)
+        for box in (self.scale_min, self.scale_max):
+            box.setToolTip("Affine scale factor, uniform between the two (100 % = as drawn)")
         self.shear = QDoubleSpinBox(minimum=0, maximum=45, value=d.shear_deg, suffix=" °")
+        self.shear.setToolTip("Affine shear: up to this many degrees")
         self.grid = QSpinBox(minimum=4, maximum=40, value=d.grid[0])
-        self.disp = QDoubleSpinBox(minimum=0, maximum=200, value=d.max_disp_px,
-                                   suffix=" px at 256²")
-        self.keep_sector = QCheckBox("Sector stays fixed")
+        self.grid.setToolTip("Elastic deformation grid: this many control points per side "
+                             "(more points: smaller, more local bends)")
+        self.disp = QDoubleSpinBox(minimum=0, maximum=80, value=100 * d.max_disp_px / 256,
+                                   suffix=" % of the image", decimals=1)
+        self.disp.setToolTip("Elastic displacement: each control point moves at most this "
+                             "far (30 px on a 256² map by default, scaled with the image)")
+        self.keep_sector = QCheckBox("Keep the fan (sector) where it is")
+        self.keep_sector.setToolTip("Only the anatomy inside the probe's fan moves")
         self.keep_sector.setChecked(True)
-        self.skip_bad = QCheckBox("Redraw variants where a label vanished or split")
+        self.skip_bad = QCheckBox("Redraw a variant when a structure disappears or breaks in two")
         self.skip_bad.setChecked(True)
-        for text, w in (("Variants per label map", self.n), ("Seed", self.seed),
-                        ("For", self.scope), ("Rotation up to", self.rotation),
-                        ("Shift up to", self.translate), ("Scale from", self.scale_min),
-                        ("Scale to", self.scale_max), ("Shear up to", self.shear),
-                        ("Elastic control points", self.grid),
-                        ("Elastic displacement up to", self.disp)):
+        size = QHBoxLayout()
+        size.addWidget(self.scale_min)
+        size.addWidget(QLabel("to"))
+        size.addWidget(self.scale_max)
+        for text, w in (("Variants of each label map", self.n), ("Seed", self.seed),
+                        ("For", self.scope), ("Turn the anatomy by up to", self.rotation),
+                        ("Move it by up to", self.translate), ("Resize it from", size),
+                        ("Slant it by up to", self.shear),
+                        ("Bend its outlines by up to", self.disp),
+                        ("Bends across the image", self.grid)):
             form.addRow(text, w)
         form.addRow(self.keep_sector)
         form.addRow(self.skip_bad)
@@ -82,12 +103,20 @@ class VariantsDialog(QDialog):
         form.addRow(buttons)
 
     def params(self) -> DeformParams:
+        lo, hi = self.scale_min.value() / 100, self.scale_max.value() / 100
         return DeformParams(
             rotation_deg=self.rotation.value(), translate_frac=self.translate.value() / 100,
-            scale=(self.scale_min.value(), max(self.scale_min.value(), self.scale_max.value())),
-            shear_deg=self.shear.value(), grid=(self.grid.value(), self.grid.value()),
-            max_disp_px=self.disp.value(), keep_sector=self.keep_sector.isChecked(),
+            scale=(lo, max(lo, hi)), shear_deg=self.shear.value(),
+            grid=(self.grid.value(), self.grid.value()),
+            max_disp_px=self._disp_px(), keep_sector=self.keep_sector.isChecked(),
         )
+
+    def _disp_px(self) -> float:
+        """The displacement at 256² the box shows (the default exactly, not its rounding)."""
+        default = DeformParams().max_disp_px
+        if abs(self.disp.value() - round(100 * default / 256, 1)) < 1e-6:
+            return default
+        return self.disp.value() / 100 * 256
 
 
 @dataclass
@@ -219,11 +248,54 @@ class VariantsController:
 
     def _gallery_closed(self, gal: VariantGallery, code: int) -> None:
         if code == QDialog.DialogCode.Accepted:
-            kept = gal.kept_documents()
-            if kept:
-                self.window.add_documents(kept, select=False)
-                self.window.statusBar().showMessage(
-                    f"Kept {len(kept)} variants as label maps waiting for generation.", 6000)
+            self.keep(gal.kept_documents())
+
+    def keep(self, kept: list[Document]) -> None:
+        """Add the kept variants and offer the next step: images for them (a variant without
+        an image is not a pair yet, so the export leaves it out)."""
+        if not kept:
+            return
+        self.window.add_documents(kept, select=False)
+        self.window.statusBar().showMessage(
+            f"Kept {len(kept)} variants as label maps waiting for images.", 6000)
+        if self.ask_generate(len(kept)):
+            self.generate_for(kept)
+
+    def ask_generate(self, n: int) -> bool:
+        """Whether to generate images for the kept variants now (tests replace it)."""
+        from PySide6.QtWidgets import QMessageBox
+
+        box = QMessageBox(self.window)
+        box.setWindowTitle("Variants kept")
+        box.setText(f"Kept {n} variant{'s' if n != 1 else ''}. They are label maps without "
+                    "images: generate images for them to make pairs you can export.")
+        go = box.addButton("Generate images for these variants",
+                           QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Later", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(go)
+        box.exec()
+        return box.clickedButton() is go
+
+    def generate_for(self, docs: list[Document]):  # noqa: ANN201
+        """Start the Generate panel on exactly these label maps (its dock comes forward);
+        accepted results fill the variants in, so they export as pairs."""
+        panel = getattr(self.window, "generate_panel", None)
+        if panel is None:
+            self.window.show_error("The Generate panel is not available, so no images can be "
+                                   "made for the variants.")
+            return None
+        i = panel.scope.findData("waiting")
+        if i >= 0:
+            panel.scope.setCurrentIndex(i)  # "Generate" again later means these too
+        from PySide6.QtWidgets import QDockWidget
+
+        w = panel
+        while w is not None and not isinstance(w, QDockWidget):
+            w = w.parentWidget()
+        if w is not None:
+            w.show()
+            w.raise_()
+        return panel.generate(docs)
 
     def ask(self) -> None:
         w = self.window

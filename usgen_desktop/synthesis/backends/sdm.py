@@ -33,7 +33,7 @@ import torch
 
 from usgen_desktop.core.labels import LabelMap, LabelSchema
 from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn, no_progress
-from usgen_desktop.errors import ModelError, OutOfMemoryError, UsgenError
+from usgen_desktop.errors import MissingSectorError, ModelError, OutOfMemoryError, UsgenError
 from usgen_desktop.synthesis import devices
 
 CONFIG_NAME = "usgen_model.json"
@@ -598,11 +598,9 @@ def check_sector(config: SdmConfig, label_maps: Sequence[LabelMap], names=None) 
                      "This label map" if len(label_maps) == 1 else f"Label map {i + 1}")
             found = config.schema.get(sid)
             label = found.name if found is not None else f"label {sid}"
-            raise UsgenError(
-                f"{which} has no '{label}' region, and this sdm model draws everything "
-                "outside it as black; detect the probe's fan first (Tools > Detect sector, "
-                "then Apply sector to labels; or `usgen sector detect --labels-out`), or use "
-                "the speckle backend."
+            # short: the GUI puts a "Detect the fan" button beside it, the CLI adds its hint
+            raise MissingSectorError(
+                f"{which} has no '{label}' region (the probe's fan), which this model needs."
             )
 
 
