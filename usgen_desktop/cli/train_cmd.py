@@ -6,11 +6,20 @@
 
 Ctrl+C stops at the next step after writing a checkpoint; ``--resume`` continues from it to the
 same step count. torch is imported only when a command runs, so ``usgen --help`` stays instant.
+
+Several GPUs or nodes: the same command under a launcher, e.g.
+
+    torchrun --nproc-per-node 4 -m usgen_desktop.cli.main train sdm --data D --out M --batch 32
+    accelerate launch --multi_gpu -m usgen_desktop.cli.main train sdm ...
+
+``--batch`` is the global batch (each of the N processes takes batch/N), the learning rate is
+unchanged, only rank 0 writes, and ``--resume`` works with any number of processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -31,8 +40,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, type=Path, metavar="MODEL_DIR")
     s.add_argument("--size", type=int, default=128, help="training size in pixels (default 128)")
     s.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
-    s.add_argument("--batch", type=int, default=8, help="images per step (default 8)")
+    s.add_argument("--batch", type=int, default=8,
+                   help="images per step over all processes (default 8; under torchrun each "
+                   "of N processes takes batch/N)")
     s.add_argument("--lr", type=float, default=2e-4, help="learning rate (default 2e-4)")
+    s.add_argument("--warmup", type=int, default=100, metavar="N",
+                   help="steps of linear learning-rate warm-up (default 100)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--checkpoint-every", type=int, default=250, metavar="N")
@@ -49,6 +62,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "models/sdm-default) instead of random ones; its size, shape and classes "
                    "are used, and its label ids must be the data's")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    s.add_argument("--jsonl", action="store_true",
+                   help="print one JSON line per step on stdout (step, steps, loss, sample png) "
+                   "for a program driving the trainer, e.g. the Train dock")
     s.set_defaults(func=run)
 
     lo = kinds.add_parser("lora", help="a LoRA (and optional token) for Stable Diffusion + "
@@ -97,6 +113,27 @@ class _Bar:
         self.bar.close()
 
 
+class _JsonLines:
+    """Progress as JSON lines on stdout: ``{"step", "steps", "loss", "sample"}`` where sample is
+    the path of the grid PNG the trainer just wrote (the Train dock reads them from a torchrun
+    subprocess)."""
+
+    def __init__(self, bar: _Bar, out: Path) -> None:
+        self.bar, self.out = bar, Path(out)
+
+    def __call__(self, p) -> None:
+        import json
+
+        self.bar(p)
+        pv = p.preview if isinstance(p.preview, dict) else {}
+        step = int(pv.get("step", p.done) or 0)
+        sample = None
+        if pv.get("sample") is not None:
+            sample = str(self.out / "samples" / f"step_{step:07d}.png")
+        print(json.dumps({"step": step, "steps": p.total, "loss": pv.get("loss"),
+                          "sample": sample, "message": p.message}), flush=True)
+
+
 def _with_sigint(cancel):
     """Ctrl+C sets the cancel flag so the trainer checkpoints and returns; a second one
     interrupts at once."""
@@ -137,20 +174,27 @@ def run(args: argparse.Namespace) -> int:
         )
     triples, schema = from_dataset(args.data)
     cfg = TrainConfig(size=args.size, steps=args.steps, batch=args.batch, lr=args.lr,
-                      device=args.device, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                      warmup=args.warmup, device=args.device, seed=args.seed, checkpoint_every=args.checkpoint_every,
                       sample_every=args.sample_every, block_out_channels=blocks,
                       layers_per_block=args.layers_per_block,
                       norm_num_groups=min(8, blocks[0]), attention_head_dim=min(8, blocks[-1]))
+    from usgen_desktop.synthesis.training import distributed
+
+    main_rank = int(os.environ.get("RANK", "0") or 0) == 0  # the others stay silent
     cancel = CancelToken()
-    bar = _Bar(args.steps, args.quiet)
+    bar = _Bar(args.steps, args.quiet or not main_rank or args.jsonl)
+    report = _JsonLines(bar, args.out) if args.jsonl else bar
     restore = _with_sigint(cancel)
     try:
-        res = train_sdm(triples, args.out, cfg, progress=bar, cancel=cancel, schema=schema,
+        res = train_sdm(triples, args.out, cfg, progress=report, cancel=cancel, schema=schema,
                         resume=args.resume, info={"data": str(args.data)},
                         init_from=args.init_from)
     finally:
         restore()
         bar.close()
+        distributed.shutdown()
+    if not main_rank:
+        return 130 if res.cancelled else 0
     if res.cancelled:
         print(f"Stopped at step {res.step} of {args.steps}; continue with --resume.",
               file=sys.stderr)

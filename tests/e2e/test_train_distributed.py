@@ -1,0 +1,109 @@
+"""`usgen train sdm` under torchrun with 2 CPU processes (gloo): the same global batch makes the
+same run as one process (loss curve and weights), only rank 0 writes, and a 2-process checkpoint
+resumes on 1 process to the weights of the run never split."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_cli_train import _dataset
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--size", "32", "--batch", "4", "--blocks", "8,16", "--layers-per-block", "1",
+        "--sample-every", "0", "--checkpoint-every", "2", "--device", "cpu", "--lr", "1e-3",
+        "--warmup", "1"]
+
+
+def _run(cmd: list[str], env_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "USGEN_DATA_DIR": str(env_dir / "data"),
+           "USGEN_CONFIG_DIR": str(env_dir / "cfg"), "PYTHONPATH": str(REPO),
+           "OMP_NUM_THREADS": "1"}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+
+
+def _train(*args: str, env_dir: Path) -> subprocess.CompletedProcess:
+    return _run([sys.executable, "-m", "usgen_desktop.cli.main", "train", "sdm", *args], env_dir)
+
+
+def _weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def _gap(a: dict, b: dict, start: dict) -> float:
+    """How far apart two weight sets are, as a fraction of how far training moved them (from
+    ``start``): the order of float sums differs between one process and
+    DDP's two half-batch gradients, and Adam's first steps (about lr * sign(gradient)) turn a
+    near-zero gradient's rounding into a full step, so single elements may differ; the weights
+    as a whole must not."""
+    import torch
+
+    diff = torch.sqrt(sum(((a[k] - b[k]) ** 2).sum() for k in a))
+    ref = {k: a[k] - start[k] for k in a}
+    scale = torch.sqrt(sum((ref[k] ** 2).sum() for k in ref))
+    assert float(scale) > 0
+    return float(diff / scale)
+
+
+def _state(folder: Path) -> dict:
+    return json.loads((folder / "state.json").read_text())
+
+
+def test_two_processes_match_one_and_resume_on_one(tmp_path):
+    from usgen_desktop.synthesis.training.distributed import launch_command
+
+    _dataset(tmp_path / "busi")
+    data = ["--data", str(tmp_path / "busi")]
+    one = tmp_path / "one"
+    r = _train(*data, "--out", str(one), "--steps", "4", "--quiet", *TINY, env_dir=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+    two = tmp_path / "two"
+    r = _run(launch_command(2, ["train", "sdm", *data, "--out", str(two), "--steps", "2",
+                                "--jsonl", *TINY]), tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    # rank 0 alone reports: one JSON line per step (plus the start), one closing sentence
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert [x["step"] for x in lines] == [0, 1, 2]
+    assert r.stdout.count("Trained 2 steps") == 1
+    ck1 = one / "checkpoints" / "step_0000002"
+    ck2 = two / "checkpoints" / "step_0000002"
+    info = _state(ck2)["training_info"]
+    assert info["processes"] == 2 and info["batch_per_process"] == 2 and info["batch"] == 4
+    # the same global batch: the same losses and, up to the order of float sums, weights
+    assert _state(ck2)["losses"] == pytest.approx(_state(ck1)["losses"], rel=1e-4)
+    w1, w2 = _weights(ck1), _weights(ck2)
+    assert set(w1) == set(w2)
+    # (scale: how far two more steps of the one-process run move its weights; measured 0.6%)
+    assert _gap(w1, w2, _weights(one / "checkpoints" / "step_0000004")) < 0.1
+
+    # the 2-process checkpoint continues on one process to the unsplit run's step 4
+    r = _train(*data, "--out", str(two), "--steps", "4", "--resume", "--quiet", *TINY,
+               env_dir=tmp_path)
+    assert r.returncode == 0, r.stderr
+    s1, s2 = _state(one / "checkpoints" / "step_0000004"), _state(two / "checkpoints" /
+                                                                  "step_0000004")
+    assert s2["step"] == 4 and s2["losses"] == pytest.approx(s1["losses"], rel=1e-4)
+    w1, w2 = (_weights(one / "checkpoints" / "step_0000004"),
+              _weights(two / "checkpoints" / "step_0000004"))
+    assert _gap(w1, w2, _weights(ck1)) < 0.1  # measured 1.7%
+    assert (two / "usgen_model.json").is_file()
+
+
+def test_batch_that_does_not_split_is_one_sentence(tmp_path):
+    from usgen_desktop.errors import UsgenError
+    from usgen_desktop.synthesis.training.distributed import Dist, shard
+
+    assert shard(Dist(1, 2), 8) == slice(4, 8)
+    assert shard(Dist(), 8) == slice(0, 8)
+    with pytest.raises(UsgenError, match="split evenly over 3 processes"):
+        shard(Dist(0, 3), 8)
