@@ -20,10 +20,13 @@ TINY = ["--size", "32", "--batch", "4", "--blocks", "8,16", "--layers-per-block"
         "--warmup", "1"]
 
 
+def _env(env_dir: Path) -> dict[str, str]:
+    return {"USGEN_DATA_DIR": str(env_dir / "data"), "USGEN_CONFIG_DIR": str(env_dir / "cfg"),
+            "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
 def _run(cmd: list[str], env_dir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "USGEN_DATA_DIR": str(env_dir / "data"),
-           "USGEN_CONFIG_DIR": str(env_dir / "cfg"), "PYTHONPATH": str(REPO),
-           "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **_env(env_dir)}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
@@ -59,7 +62,7 @@ def _state(folder: Path) -> dict:
 
 
 def test_two_processes_match_one_and_resume_on_one(tmp_path):
-    from usgen_desktop.synthesis.training.distributed import launch_command
+    from usgen_desktop.synthesis.training.launch import train_sdm_launched
 
     _dataset(tmp_path / "busi")
     data = ["--data", str(tmp_path / "busi")]
@@ -68,13 +71,14 @@ def test_two_processes_match_one_and_resume_on_one(tmp_path):
     assert r.returncode == 0, r.stderr
 
     two = tmp_path / "two"
-    r = _run(launch_command(2, ["train", "sdm", *data, "--out", str(two), "--steps", "2",
-                                "--jsonl", *TINY]), tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    # rank 0 alone reports: one JSON line per step (plus the start), one closing sentence
-    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
-    assert [x["step"] for x in lines] == [0, 1, 2]
-    assert r.stdout.count("Trained 2 steps") == 1
+    seen = []
+    # torchrun in a subprocess, as the Train dock starts it for "all GPUs"
+    res = train_sdm_launched(2, [*data, "--steps", "2", *TINY], two, progress=seen.append,
+                             env=_env(tmp_path))
+    assert res.step == 2 and not res.cancelled
+    # rank 0 alone reports: one JSON line per step (plus the start), each with the global loss
+    assert [p.done for p in seen] == [0, 1, 2]
+    assert [p.preview["loss"] for p in seen[1:]] == pytest.approx(res.losses)
     ck1 = one / "checkpoints" / "step_0000002"
     ck2 = two / "checkpoints" / "step_0000002"
     info = _state(ck2)["training_info"]
@@ -107,3 +111,36 @@ def test_batch_that_does_not_split_is_one_sentence(tmp_path):
     assert shard(Dist(), 8) == slice(0, 8)
     with pytest.raises(UsgenError, match="split evenly over 3 processes"):
         shard(Dist(0, 3), 8)
+
+
+def test_cancel_stops_every_rank_with_a_checkpoint(tmp_path):
+    """Cancel reaches the ranks through a stop file; they agree on the step (an all-reduce),
+    write a checkpoint from rank 0 and end like Ctrl+C."""
+    from usgen_desktop.core.tasks import CancelToken
+    from usgen_desktop.synthesis.training.launch import train_sdm_launched
+    from usgen_desktop.synthesis.training.sdm import latest_checkpoint
+
+    _dataset(tmp_path / "busi")
+    cancel = CancelToken()
+
+    def stop_after_2(p):
+        if p.done >= 2:
+            cancel.cancel()
+
+    out = tmp_path / "run"
+    args = ["--data", str(tmp_path / "busi"), "--steps", "500", *TINY]
+    res = train_sdm_launched(2, args, out, progress=stop_after_2, cancel=cancel,
+                             env=_env(tmp_path))
+    assert res.cancelled and 2 <= res.step < 500
+    assert _state(latest_checkpoint(out))["step"] == res.step
+    assert (out / "usgen_model.json").is_file()
+
+
+def test_a_failed_launch_reads_as_the_trainers_sentence():
+    from usgen_desktop.synthesis.training.launch import _failure
+
+    log = ("[rank1]: usgen: error: The batch of 3 does not split evenly over 2 processes.\n"
+           "E1205 torch/distributed/elastic/multiprocessing/api.py failed (exitcode: 2)\n"
+           "==========\n")
+    assert _failure(log, 1, 2) == "The batch of 3 does not split evenly over 2 processes."
+    assert "exit code 1" in _failure("Segmentation fault\n", 1, 2)

@@ -65,6 +65,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--jsonl", action="store_true",
                    help="print one JSON line per step on stdout (step, steps, loss, sample png) "
                    "for a program driving the trainer, e.g. the Train dock")
+    s.add_argument("--stop-file", type=Path, default=None, metavar="PATH",
+                   help="stop after the step in which PATH appears, with a checkpoint, as "
+                   "after Ctrl+C (how a program cancels a torchrun run)")
     s.set_defaults(func=run)
 
     lo = kinds.add_parser("lora", help="a LoRA (and optional token) for Stable Diffusion + "
@@ -154,7 +157,6 @@ def _with_sigint(cancel):
 
 
 def run(args: argparse.Namespace) -> int:
-    from usgen_desktop.core.tasks import CancelToken
     from usgen_desktop.errors import UsgenError
 
     if args.kind == "lora":
@@ -174,14 +176,16 @@ def run(args: argparse.Namespace) -> int:
         )
     triples, schema = from_dataset(args.data)
     cfg = TrainConfig(size=args.size, steps=args.steps, batch=args.batch, lr=args.lr,
-                      warmup=args.warmup, device=args.device, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                      warmup=args.warmup, device=args.device, seed=args.seed,
+                      checkpoint_every=args.checkpoint_every,
                       sample_every=args.sample_every, block_out_channels=blocks,
                       layers_per_block=args.layers_per_block,
                       norm_num_groups=min(8, blocks[0]), attention_head_dim=min(8, blocks[-1]))
     from usgen_desktop.synthesis.training import distributed
+    from usgen_desktop.synthesis.training.launch import StopFileToken
 
     main_rank = int(os.environ.get("RANK", "0") or 0) == 0  # the others stay silent
-    cancel = CancelToken()
+    cancel = StopFileToken(args.stop_file)
     bar = _Bar(args.steps, args.quiet or not main_rank or args.jsonl)
     report = _JsonLines(bar, args.out) if args.jsonl else bar
     restore = _with_sigint(cancel)
@@ -193,12 +197,14 @@ def run(args: argparse.Namespace) -> int:
         restore()
         bar.close()
         distributed.shutdown()
+    # under a launcher a stopped run exits 0: torchrun reports any other code as a crash
+    stopped = 0 if distributed.launched() else 130
     if not main_rank:
-        return 130 if res.cancelled else 0
+        return stopped if res.cancelled else 0
     if res.cancelled:
         print(f"Stopped at step {res.step} of {args.steps}; continue with --resume.",
               file=sys.stderr)
-        return 130
+        return stopped
     print(f"Trained {res.step} steps in {res.seconds / 60:.1f} min (loss {res.final_loss:.4f}); "
           f"model in {args.out}")
     return 0
