@@ -170,6 +170,22 @@ def cuda_count() -> int:
         return 0
 
 
+def local_gpu_count() -> int:
+    """Local CUDA GPUs without importing torch when it is not loaded yet (the GUI asks while
+    building a panel): torch's count when torch is in memory, else the NVIDIA driver's list on
+    Linux, honouring CUDA_VISIBLE_DEVICES; 0 when unknown (the several-GPU choice then stays
+    hidden, and one process trains as before)."""
+    if "torch" in sys.modules:
+        return cuda_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([x for x in visible.split(",") if x.strip() and x.strip() != "-1"])
+    try:
+        return len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
+
+
 def launch_command(nproc: int, args: Sequence[str], python: str | None = None) -> list[str]:
     """The command line that runs ``usgen ARGS`` on ``nproc`` local processes under torchrun
     (``python -m torch.distributed.run``, which is torchrun without relying on PATH)."""
