@@ -144,3 +144,23 @@ def test_a_failed_launch_reads_as_the_trainers_sentence():
            "==========\n")
     assert _failure(log, 1, 2) == "The batch of 3 does not split evenly over 2 processes."
     assert "exit code 1" in _failure("Segmentation fault\n", 1, 2)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_trains_like_torchrun(tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` (it runs torchrun's machinery; with
+    --device cpu the processes use gloo) gives the one-process run's losses."""
+    pytest.importorskip("accelerate")
+    _dataset(tmp_path / "busi")
+    data = ["--data", str(tmp_path / "busi"), "--steps", "2", "--quiet", *TINY]
+    r = _train(*data, "--out", str(tmp_path / "one"), env_dir=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = _run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+              "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+              "--dynamo_backend", "no", "-m", "usgen_desktop.cli.main", "train", "sdm", *data,
+              "--out", str(tmp_path / "acc")], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = _state(tmp_path / "acc" / "checkpoints" / "step_0000002")
+    b = _state(tmp_path / "one" / "checkpoints" / "step_0000002")
+    assert a["training_info"]["processes"] == 2
+    assert a["losses"] == pytest.approx(b["losses"], rel=1e-4)
