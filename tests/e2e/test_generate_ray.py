@@ -12,13 +12,12 @@ import pytest
 from tests.e2e.test_cli_generate import _dataset, _files, _gen
 from tests.e2e.test_cli_merge import _records
 
-ray = pytest.importorskip("ray")
-
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def local_ray():
+    ray = pytest.importorskip("ray")
     from usgen_desktop.cli.generate_ray import FAIL_ENV
 
     saved = {k: os.environ.get(k) for k in (FAIL_ENV, "PYTHONPATH", "RAY_USAGE_STATS_ENABLED")}
@@ -52,3 +51,14 @@ def test_ray_shards_equal_the_unsharded_run(tmp_path, local_ray, capsys):
                 str(tmp_path / "nope")) == 2
     assert "does not exist" in capsys.readouterr().err
     assert _gen(*args, "--out", str(tmp_path / "y"), "--ray", "--shard", "1/2") == 2
+
+
+def test_without_ray_installed_is_one_sentence(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    ds = _dataset(tmp_path / "ds", n=1)
+    assert _gen("--masks", str(ds), "--out", str(tmp_path / "o"), "--ray") == 2
+    err = capsys.readouterr().err
+    assert "needs Ray, which is not installed" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
