@@ -59,6 +59,10 @@ def train_sdm_launched(
         cmd = launch_command(nproc, ["train", "sdm", *args, "--out", str(out_dir), "--jsonl",
                                      "--quiet", "--stop-file", str(stop)])
         full_env = {**os.environ, **(env or {})}
+        # the workers import this very copy of usgen_desktop, also from a source checkout
+        root = str(Path(__file__).resolve().parents[3])
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            x for x in (root, full_env.get("PYTHONPATH", "")) if x)
         full_env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default too; say it
         losses: list[float] = []
         step = total_steps = 0
