@@ -218,8 +218,11 @@ def _run_lora(args: argparse.Namespace) -> int:
     triples, schema = from_dataset(args.data)
     cfg = LoraConfig(steps=args.steps, batch=args.batch, size=args.size, rank=args.rank,
                      lr=args.lr, device=args.device, seed=args.seed, token=args.token)
+    from usgen_desktop.synthesis.training import distributed
+
+    main_rank = int(os.environ.get("RANK", "0") or 0) == 0  # the others stay silent
     cancel = CancelToken()
-    bar = _Bar(args.steps, args.quiet)
+    bar = _Bar(args.steps, args.quiet or not main_rank)
     restore = _with_sigint(cancel)
     try:
         res = train_lora(triples, schema, args.base, args.out, cfg, controlnet_dir=args.controlnet,
@@ -227,8 +230,11 @@ def _run_lora(args: argparse.Namespace) -> int:
     finally:
         restore()
         bar.close()
+        distributed.shutdown()
+    if not main_rank:
+        return 0
     if res.cancelled:
         print(f"Stopped at step {res.step}; the LoRA so far is in {args.out}.", file=sys.stderr)
-        return 130
+        return 0 if distributed.launched() else 130  # torchrun reads other codes as crashes
     print(f"Trained {res.step} LoRA steps (loss {res.final_loss:.4f}); weights in {args.out}")
     return 0

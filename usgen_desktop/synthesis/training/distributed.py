@@ -133,6 +133,21 @@ def any_true(d: Dist, flag: bool, device: str = "cpu") -> bool:
     return bool(t.item())
 
 
+def average_gradients(d: Dist, params: Any) -> None:
+    """Average the gradients of ``params`` over all processes, in place (no-op on one). For
+    trainers whose trainable weights are few or spread over several modules (a LoRA and a
+    token embedding), where wrapping each module in DistributedDataParallel is more trouble
+    than one all-reduce per tensor after ``backward()``."""
+    if not d.active:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(d.world)
+
+
 def shard(d: Dist, global_batch: int) -> slice:
     """This rank's contiguous slice of a global batch (like DistributedSampler, but over one
     batch drawn identically on every rank, so the union of the slices is the global batch).
