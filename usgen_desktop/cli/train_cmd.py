@@ -13,7 +13,8 @@ Several GPUs or nodes: the same command under a launcher, e.g.
     accelerate launch --multi_gpu -m usgen_desktop.cli.main train sdm ...
 
 ``--batch`` is the global batch (each of the N processes takes batch/N), the learning rate is
-unchanged, only rank 0 writes, and ``--resume`` works with any number of processes.
+unchanged, only rank 0 writes, and ``--resume`` works with any number of processes. ``train
+lora`` runs under the same launchers the same way.
 """
 
 from __future__ import annotations
