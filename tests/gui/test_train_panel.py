@@ -408,3 +408,50 @@ def test_texture_refiner_trains_into_a_whole_model_folder(qtbot, tmp_path):
     res = run(GenerationRequest([LabelMap(lab)], load_preset("busi"), backend="sdm",
                                 model_dir=str(out), classes=["benign"], steps=2, device="cpu"))
     assert len(res[0].provenance["refiner_hash"]) == 16
+
+
+def test_all_gpus_choice_launches_torchrun_and_hides_without_gpus(qtbot, tmp_path, monkeypatch):
+    """'GPUs: All (N)' appears only with more than one GPU, runs the launcher with N processes
+    on a dataset folder, and refuses a batch that does not split or the project source."""
+    from usgen_desktop.gui.panels import train
+    from usgen_desktop.synthesis.training import launch
+
+    monkeypatch.setattr(train, "gpu_count", lambda: 1)
+    window = make_window()
+    qtbot.addWidget(window)
+    one = train.install(window)
+    assert one.gpus.isHidden() and one.gpus.count() == 1
+
+    seen: dict = {}
+
+    def fake_launched(nproc, args, out_dir, progress, cancel, on_sample=None, env=None):
+        seen.update(nproc=nproc, args=list(args), out_dir=out_dir)
+        for step in (1, 2):
+            progress(Progress(step, 2, f"step {step}", {"loss": 1.0 / step, "step": step}))
+        return FakeResult(out_dir, 2)
+
+    monkeypatch.setattr(launch, "train_sdm_launched", fake_launched)
+    monkeypatch.setattr(train, "gpu_count", lambda: 4)
+    window = make_window()
+    qtbot.addWidget(window)
+    panel = train.install(window)
+    assert not panel.gpus.isHidden() and panel.gpus.itemText(1) == "All (4)"
+    panel.gpus.setCurrentIndex(1)
+    panel.out_dir.setText(str(tmp_path / "model"))
+    panel.batch.setValue(8)
+    assert panel.train() is None  # the project's images: the processes read a folder
+    assert "dataset folder" in window.errors[-1]
+    (tmp_path / "ds").mkdir()
+    panel.source.setCurrentIndex(panel.source.findData(train.FOLDER_SOURCE))
+    panel.dataset.setText(str(tmp_path / "ds"))
+    panel.batch.setValue(6)
+    assert panel.train() is None
+    assert "multiple of 4" in window.errors[-1]
+    panel.batch.setValue(8)
+    handle = panel.train()
+    with qtbot.waitSignal(handle.finished, timeout=10_000):
+        pass
+    assert seen["nproc"] == 4 and seen["out_dir"] == tmp_path / "model"
+    a = seen["args"]
+    assert a[a.index("--data") + 1] == str(tmp_path / "ds") and a[a.index("--batch") + 1] == "8"
+    assert panel.plot.history.snapshot()[0][-1] == 2

@@ -92,6 +92,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--margin", type=int, default=6, metavar="PX",
                    help="with --add-lesion or --inpaint: how far around the region the image "
                    "may change, to blend in (default 6)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run the shards as Ray tasks (needs the ray extra): on a local Ray "
+                   "instance, or the cluster at ADDRESS (auto, ray://host:10001); the output "
+                   "folder must be shared by every node")
+    p.add_argument("--shards", type=int, default=None, metavar="N",
+                   help="with --ray: how many shards (default: one per GPU of the cluster, "
+                   "else one per CPU)")
     p.set_defaults(func=run)
 
 
@@ -194,6 +201,14 @@ def run(args: argparse.Namespace) -> int:
             raise UsgenError(f"The demo label maps are missing from '{demo}'.")
     else:
         sources = [(Path(args.masks).expanduser(), out)]
+    if getattr(args, "ray", None) is not None:
+        if args.shard:
+            raise UsgenError("--ray makes the shards itself; leave out --shard.")
+        if args.shards is not None and args.shards < 1:
+            raise UsgenError("--shards must be at least 1.")
+        from usgen_desktop.cli.generate_ray import run_ray
+
+        return run_ray(sources, args, size, params)
     for src, dst in sources:
         generate_dataset(src, dst, args, shard, size, params)
     return 0

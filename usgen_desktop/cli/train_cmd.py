@@ -9,11 +9,21 @@
 
 Ctrl+C stops at the next step after writing a checkpoint; ``--resume`` continues from it to the
 same step count. torch is imported only when a command runs, so ``usgen --help`` stays instant.
+
+Several GPUs or nodes: the same command under a launcher, e.g.
+
+    torchrun --nproc-per-node 4 -m usgen_desktop.cli.main train sdm --data D --out M --batch 32
+    accelerate launch --multi_gpu -m usgen_desktop.cli.main train sdm ...
+
+``--batch`` is the global batch (each of the N processes takes batch/N), the learning rate is
+unchanged, only rank 0 writes, and ``--resume`` works with any number of processes. ``train
+lora`` runs under the same launchers the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -40,9 +50,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--steps", type=int_range(1, 10_000_000), default=2000,
                    help="optimizer steps (default 2000)")
     s.add_argument("--batch", type=int_range(1, 1024), default=8,
-                   help="images per step (default 8)")
+                   help="images per step over all processes (default 8; under torchrun each "
+                   "of N processes takes batch/N)")
     s.add_argument("--lr", type=float_range(0, 1, lo_open=True), default=2e-4,
                    help="learning rate, above 0 and at most 1 (default 2e-4)")
+    s.add_argument("--warmup", type=int_range(0, 10_000_000), default=100, metavar="N",
+                   help="steps of linear learning-rate warm-up (default 100)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
     s.add_argument("--seed", type=int_range(0, 2**31 - 1), default=0)
     s.add_argument("--checkpoint-every", type=int_range(1), default=250, metavar="N")
@@ -59,6 +72,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "models/sdm-default) instead of random ones; its size, shape and classes "
                    "are used, and its label ids must be the data's")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    s.add_argument("--jsonl", action="store_true",
+                   help="print one JSON line per step on stdout (step, steps, loss, sample png) "
+                   "for a program driving the trainer, e.g. the Train dock")
+    s.add_argument("--stop-file", type=Path, default=None, metavar="PATH",
+                   help="stop after the step in which PATH appears, with a checkpoint, as "
+                   "after Ctrl+C (how a program cancels a torchrun run)")
     s.set_defaults(func=run)
 
     r = kinds.add_parser("refiner", help="the texture refiner of an sdm model (images only, "
@@ -161,6 +180,27 @@ class _Bar:
         self.bar.close()
 
 
+class _JsonLines:
+    """Progress as JSON lines on stdout: ``{"step", "steps", "loss", "sample"}`` where sample is
+    the path of the grid PNG the trainer just wrote (the Train dock reads them from a torchrun
+    subprocess)."""
+
+    def __init__(self, bar: _Bar, out: Path) -> None:
+        self.bar, self.out = bar, Path(out)
+
+    def __call__(self, p) -> None:
+        import json
+
+        self.bar(p)
+        pv = p.preview if isinstance(p.preview, dict) else {}
+        step = int(pv.get("step", p.done) or 0)
+        sample = None
+        if pv.get("sample") is not None:
+            sample = str(self.out / "samples" / f"step_{step:07d}.png")
+        print(json.dumps({"step": step, "steps": p.total, "loss": pv.get("loss"),
+                          "sample": sample, "message": p.message}), flush=True)
+
+
 def _with_sigint(cancel):
     """Ctrl+C sets the cancel flag so the trainer checkpoints and returns; a second one
     interrupts at once."""
@@ -181,7 +221,6 @@ def _with_sigint(cancel):
 
 
 def run(args: argparse.Namespace) -> int:
-    from usgen_desktop.core.tasks import CancelToken
     from usgen_desktop.errors import UsgenError
 
     if args.kind == "lora":
@@ -207,24 +246,35 @@ def run(args: argparse.Namespace) -> int:
     out_folder(args.out)
     triples, schema = from_dataset(args.data)
     cfg = TrainConfig(size=args.size, steps=args.steps, batch=args.batch, lr=args.lr,
-                      device=args.device, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                      warmup=args.warmup, device=args.device, seed=args.seed,
+                      checkpoint_every=args.checkpoint_every,
                       sample_every=args.sample_every, block_out_channels=blocks,
                       layers_per_block=args.layers_per_block,
                       norm_num_groups=min(8, blocks[0]), attention_head_dim=min(8, blocks[-1]))
-    cancel = CancelToken()
-    bar = _Bar(args.steps, args.quiet)
+    from usgen_desktop.synthesis.training import distributed
+    from usgen_desktop.synthesis.training.launch import StopFileToken
+
+    main_rank = int(os.environ.get("RANK", "0") or 0) == 0  # the others stay silent
+    cancel = StopFileToken(args.stop_file)
+    bar = _Bar(args.steps, args.quiet or not main_rank or args.jsonl)
+    report = _JsonLines(bar, args.out) if args.jsonl else bar
     restore = _with_sigint(cancel)
     try:
-        res = train_sdm(triples, args.out, cfg, progress=bar, cancel=cancel, schema=schema,
+        res = train_sdm(triples, args.out, cfg, progress=report, cancel=cancel, schema=schema,
                         resume=args.resume, info={"data": str(args.data)},
                         init_from=args.init_from)
     finally:
         restore()
         bar.close()
+        distributed.shutdown()
+    # under a launcher a stopped run exits 0: torchrun reports any other code as a crash
+    stopped = 0 if distributed.launched() else 130
+    if not main_rank:
+        return stopped if res.cancelled else 0
     if res.cancelled:
         print(f"Stopped at step {res.step} of {args.steps}; continue with --resume.",
               file=sys.stderr)
-        return 130
+        return stopped
     print(f"Trained {res.step} steps in {res.seconds / 60:.1f} min (loss {res.final_loss:.4f}); "
           f"model in {args.out}")
     return 0
@@ -245,8 +295,11 @@ def _run_lora(args: argparse.Namespace) -> int:
     triples, schema = from_dataset(args.data)
     cfg = LoraConfig(steps=args.steps, batch=args.batch, size=args.size, rank=args.rank,
                      lr=args.lr, device=args.device, seed=args.seed, token=args.token)
+    from usgen_desktop.synthesis.training import distributed
+
+    main_rank = int(os.environ.get("RANK", "0") or 0) == 0  # the others stay silent
     cancel = CancelToken()
-    bar = _Bar(args.steps, args.quiet)
+    bar = _Bar(args.steps, args.quiet or not main_rank)
     restore = _with_sigint(cancel)
     try:
         res = train_lora(triples, schema, args.base, args.out, cfg, controlnet_dir=args.controlnet,
@@ -254,9 +307,12 @@ def _run_lora(args: argparse.Namespace) -> int:
     finally:
         restore()
         bar.close()
+        distributed.shutdown()
+    if not main_rank:
+        return 0
     if res.cancelled:
         print(f"Stopped at step {res.step}; the LoRA so far is in {args.out}.", file=sys.stderr)
-        return 130
+        return 0 if distributed.launched() else 130  # torchrun reads other codes as crashes
     print(f"Trained {res.step} LoRA steps (loss {res.final_loss:.4f}); weights in {args.out}")
     return 0
 

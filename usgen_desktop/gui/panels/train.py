@@ -77,6 +77,14 @@ class TrainJob:
     controlnet: str | None = None  # ControlNet to start from (controlnet) or to condition (lora)
     lora_rank: int = 0  # controlnet: 0 = no LoRA in the same run
     token: str | None = None  # lora: also learn this textual-inversion token
+    gpus: int = 1  # >1: torchrun in a subprocess, one process per local GPU (dataset folder)
+
+
+def gpu_count() -> int:
+    """Local CUDA GPUs, cheaply (no torch import while the panel is built)."""
+    from usgen_desktop.synthesis.training.distributed import local_gpu_count
+
+    return local_gpu_count()
 
 
 def project_triples(documents: Any) -> tuple[list, Any]:
@@ -111,6 +119,9 @@ def train_task(
     not ride on them)."""
     from usgen_desktop.synthesis.training.sdm import train_sdm
 
+    if job.gpus > 1 and job.init_from != SHIPPED_START:
+        # the torchrun processes read the folder themselves
+        return _train_on_gpus(job, history, job.init_from, progress, cancel, on_sample)
     progress(Progress(0, job.steps, "reading the training images…"))
     if job.dataset is not None:
         from usgen_desktop.synthesis.training.data import from_dataset
@@ -131,6 +142,8 @@ def train_task(
                                "random weights or choose a model folder.")
         init_from = str(found)
     extra = {"init_from": init_from} if init_from else {}
+    if job.gpus > 1:
+        return _train_on_gpus(job, history, init_from, progress, cancel, on_sample)
 
     def relay(p: Progress) -> None:
         prev = p.preview if isinstance(p.preview, dict) else {}
@@ -225,6 +238,34 @@ def _train_sd(job: TrainJob, triples: list, schema: Any, progress: ProgressFn,
                       controlnet_dir=job.controlnet or None, progress=progress, cancel=cancel)
 
 
+def _train_on_gpus(job: TrainJob, history: LossHistory, init_from: str | None,
+                   progress: ProgressFn, cancel: CancelToken, on_sample: Any) -> Any:
+    """``usgen train sdm`` under torchrun on ``job.gpus`` local GPUs (the same recipe: the
+    batch is the global batch, only rank 0 writes)."""
+    from usgen_desktop.synthesis.training.launch import train_sdm_launched
+
+    cfg = make_config(job)
+    args = ["--data", str(job.dataset), "--steps", str(job.steps), "--batch", str(job.batch),
+            "--size", str(job.size), "--sample-every", str(job.sample_every),
+            "--checkpoint-every", str(cfg.checkpoint_every), "--device", "cuda"]
+    if job.resume:
+        args.append("--resume")
+    if init_from:
+        args += ["--init-from", str(init_from)]
+
+    def relay(p: Progress) -> None:
+        prev = p.preview if isinstance(p.preview, dict) else {}
+        if prev.get("loss") is not None:
+            history.append(int(prev.get("step", p.done)), float(prev["loss"]))
+        progress(Progress(p.done, p.total, p.message))
+
+    def sample(step: int, grid: np.ndarray) -> None:
+        if on_sample is not None:
+            on_sample((step, grid))
+
+    return train_sdm_launched(job.gpus, args, job.out_dir, relay, cancel, on_sample=sample)
+
+
 def checkpoint_step(out_dir: Path) -> int | None:
     """The step of the last checkpoint in ``out_dir``, or None (cheap: no torch)."""
     try:
@@ -296,6 +337,14 @@ class TrainPanel(QWidget):
             "look in far fewer steps; the model's size and classes are kept")
         self._last_start = 0
         self.start_from.currentIndexChanged.connect(self._start_changed)
+        n_gpus = gpu_count()
+        self.gpus = QComboBox()
+        self.gpus.addItem("1", 1)
+        if n_gpus > 1:
+            self.gpus.addItem(f"All ({n_gpus})", n_gpus)
+        self.gpus.setToolTip(
+            "All: one training process per GPU (torchrun); the batch is shared out among "
+            "them, so it must be a multiple of the GPU count. Trains on a dataset folder.")
         self.resume = QCheckBox("Resume")
         self.resume.setToolTip("Continue the run saved in the model folder from its last "
                                "checkpoint instead of starting a new one")
@@ -317,6 +366,8 @@ class TrainPanel(QWidget):
         form.addRow("Size", self.size)
         form.addRow("Steps", self.steps)
         form.addRow("Batch", self.batch)
+        form.addRow("GPUs", self.gpus)
+        form.setRowVisible(self.gpus, n_gpus > 1)  # one GPU or none: nothing to choose
         form.addRow("Samples every", self.sample_every)
         form.addRow("", self.resume)
         form.addRow("", self.resume_hint)
@@ -496,8 +547,14 @@ class TrainPanel(QWidget):
             batch=int(self.batch.value()), sample_every=int(self.sample_every.value()),
             resume=self.resume.isChecked() and kind != "lora",
             init_from=(self.start_from.currentData() if kind in ("sdm", "refiner") else None),
-            kind=kind,
+            kind=kind, gpus=int(self.gpus.currentData() or 1) if kind == "sdm" else 1,
         )
+        if job.gpus > 1 and job.batch % job.gpus:
+            raise UsgenError(f"With {job.gpus} GPUs the batch must be a multiple of "
+                             f"{job.gpus} (each GPU takes an equal share); it is {job.batch}.")
+        if job.gpus > 1 and self.source.currentData() != FOLDER_SOURCE:
+            raise DatasetError("Training on several GPUs reads a dataset folder; choose "
+                               "'A dataset folder' or one GPU.")
         if sd:
             base = self.base_dir.text().strip()
             if not base or not Path(base).is_dir():

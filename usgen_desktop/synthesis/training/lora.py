@@ -5,6 +5,10 @@ the coloured label map, only the LoRA matrices (and the token's embedding row) t
 Output folder: ``pytorch_lora_weights.safetensors`` (diffusers LoRA format, loads with
 ``load_lora_weights``), ``learned_embeds.safetensors`` when a token was learned, and
 ``usgen_lora.json`` describing the run. Everything is read with ``local_files_only=True``.
+
+Under ``torchrun`` / ``accelerate launch`` the processes share the work like ``train_sdm``'s:
+every rank draws the global batch's choices from the same streams and keeps its slice, the
+trainable weights' gradients are averaged after each backward pass, and rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 from usgen_desktop.core.labels import LabelSchema
 from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn, no_progress
 from usgen_desktop.errors import DatasetError, ModelError, UsgenError
-from usgen_desktop.synthesis.devices import pick_device
+from usgen_desktop.synthesis.training import distributed
 from usgen_desktop.synthesis.training.data import Triple, augment, prepare
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -94,7 +98,10 @@ def train_lora(
     if len(prep) == 0:
         raise DatasetError("The training set holds no image/label pairs.")
     schema = schema or default_schema_for(max(1, int(prep.labels.max())))
-    device = pick_device(config.device)
+    dist, device = distributed.init(config.device)
+    part = distributed.shard(dist, config.batch)
+    if not dist.is_main:
+        progress = no_progress
     comps = _load_components(base_dir, controlnet_dir, device)
     tok, text, vae, unet, sched, cn = comps
     torch.manual_seed(config.seed)
@@ -125,15 +132,17 @@ def train_lora(
     cancelled = False
     unet.train()
     while step < config.steps:
-        if cancel.cancelled:
+        if distributed.any_true(dist, cancel.cancelled, device):
             cancelled = True
             break
+        # the global batch's choices from the shared streams; this rank makes its slice
         idx = rng.integers(0, len(prep), config.batch)
+        seeds = rng.integers(0, 2**63 - 1, config.batch)
         imgs, ctrls, prompts = [], [], []
-        for i in idx:
+        for i, seed in zip(idx[part], seeds[part], strict=True):
             img, lab = prep.images[i], prep.labels[i]
             if config.augment:
-                img, lab = augment(img, lab, rng)
+                img, lab = augment(img, lab, np.random.default_rng(int(seed)))
             imgs.append(np.repeat(img[None].astype(np.float32) / 127.5 - 1.0, 3, axis=0))
             ctrls.append(colourise(lab, schema).transpose(2, 0, 1).astype(np.float32) / 255.0)
             k = int(prep.class_idx[i])
@@ -143,10 +152,13 @@ def train_lora(
         ids = tok(prompts, padding="max_length", max_length=tok.model_max_length,
                   truncation=True, return_tensors="pt").input_ids.to(device)
         with torch.no_grad():
-            latents = vae.encode(x).latent_dist.sample(generator=None) * vae.config.scaling_factor
-        noise = torch.randn(latents.shape, generator=gen).to(device)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)
-        t = t.to(device)
+            post = vae.encode(x).latent_dist
+            shape = (config.batch, *post.mean.shape[1:])
+            eps = torch.randn(shape, generator=gen)[part].to(device)
+            latents = (post.mean + post.std * eps) * vae.config.scaling_factor
+        noise = torch.randn(shape, generator=gen)[part].to(device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (config.batch,), generator=gen)
+        t = t[part].to(device)
         noisy = sched.add_noise(latents, noise, t)
         hidden = text(ids)[0]
         kwargs = {}
@@ -162,6 +174,7 @@ def train_lora(
         loss = F.mse_loss(pred.float(), target.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients(dist, [p for g in groups for p in g["params"]])
         opt.step()
         if token_id is not None:
             # only the new token's row learns: put every other row back
@@ -170,15 +183,16 @@ def train_lora(
                 keep[token_id] = False
                 text.get_input_embeddings().weight[keep] = orig_emb[keep]
         step += 1
-        lv = float(loss.detach())
+        lv = distributed.mean(dist, float(loss.detach()), device)  # the global batch's loss
         if not np.isfinite(lv):
             raise UsgenError(f"LoRA training diverged at step {step}; lower the learning rate.")
         losses.append(lv)
         progress(Progress(step, config.steps, f"step {step} of {config.steps}, loss {lv:.4f}",
                           {"loss": lv, "step": step, "sample": None}))
-    if step > 0:
+    if step > 0 and dist.is_main:
         _save(out_dir, unet, text, token_id, config, base_dir, controlnet_dir, step, losses,
               time.perf_counter() - t0)
+    distributed.barrier(dist)
     return LoraResult(out_dir, step, losses, time.perf_counter() - t0, cancelled)
 
 

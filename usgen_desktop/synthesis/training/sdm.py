@@ -12,6 +12,13 @@ from it to the same step count with the same random streams, so a resumed run fo
 was never interrupted. At the end ``out_dir`` is a model folder the backend loads (``unet/``,
 ``ema/``, ``usgen_model.json``).
 
+Several processes (``torchrun --nproc-per-node N -m usgen_desktop.cli.main train sdm ...`` or
+``accelerate launch``) train one model with DistributedDataParallel: every rank draws the whole
+global batch's choices (examples, per-example augmentation seeds, noise, timesteps) from the same
+random streams and keeps its slice (``distributed.shard``), so ``batch`` stays the global batch,
+the learning rate is unchanged, the run follows the one-process run up to floating-point sums,
+and a checkpoint resumes on any number of processes. Only rank 0 writes.
+
 torch is imported inside the functions: importing this module stays cheap.
 """
 
@@ -32,7 +39,7 @@ from usgen_desktop.core.labels import LabelSchema
 from usgen_desktop.core.overlays import IGNORE_BIT
 from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn, no_progress
 from usgen_desktop.errors import UsgenError
-from usgen_desktop.synthesis.devices import pick_device
+from usgen_desktop.synthesis.training import distributed
 from usgen_desktop.synthesis.training.data import PreparedData, Triple, augment, prepare
 
 CKPT_DIR = "checkpoints"
@@ -315,12 +322,17 @@ def train_sdm(
         raise UsgenError(
             f"The folder '{out_dir}' already holds a training run; resume it or choose another."
         )
+    # after every rank has looked at out_dir (rank 0 writes there only after the barrier)
+    dist, device = distributed.init(config.device)
+    part = distributed.shard(dist, config.batch)
+    distributed.barrier(dist)
+    if not dist.is_main:
+        progress, on_sample = no_progress, None
     size = (int(config.size), int(config.size))
     prep = data if isinstance(data, PreparedData) else prepare(data, size, classes)
     if schema is None:
         schema = schema_from_labels(prep.labels)
     cfg = SdmConfig(size=size, schema=schema, classes=list(prep.classes))
-    device = pick_device(config.device)
     state: dict[str, Any] = {}
     torch.manual_seed(config.seed)
     unet = build_unet(cfg, **config.arch())
@@ -329,6 +341,7 @@ def train_sdm(
     ema = build_unet(cfg, **config.arch())
     ema.load_state_dict(unet.state_dict())
     unet.to(device).train()
+    model = distributed.wrap(dist, unet, device)  # forward through DDP: gradients averaged
     ema.to(device).eval().requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     tgen = torch.Generator("cpu").manual_seed(config.seed)
@@ -364,7 +377,9 @@ def train_sdm(
         "steps": config.steps, "batch": config.batch, "lr": config.lr, "size": config.size,
         "ema_decay": config.ema_decay, "label_dropout": config.label_dropout,
         "class_dropout": config.class_dropout, "pairs": len(prep), "device": device,
-        "parameters": int(sum(p.numel() for p in unet.parameters())), **(info or {}),
+        "parameters": int(sum(p.numel() for p in unet.parameters())), "processes": dist.world,
+        "batch_per_process": part.stop - part.start,
+        **(info or {}),
     }
     if init_from is not None:
         training_info["init_from"] = Path(init_from).name
@@ -381,22 +396,28 @@ def train_sdm(
     def checkpoint(step: int) -> None:
         st = {"model_config": cfg.to_dict(), "arch": config.arch(), "train_config": asdict(config),
               "losses": losses, "seconds": seconds(), "training_info": training_info}
-        _save_checkpoint(out_dir, step, unet, ema, opt, tgen, rng, st, config.keep_checkpoints)
+        if dist.is_main:
+            _save_checkpoint(out_dir, step, unet, ema, opt, tgen, rng, st,
+                             config.keep_checkpoints)
 
     step = start
     cancelled = False
     progress(Progress(step, config.steps, "starting", {"loss": None, "step": step}))
     while step < config.steps:
-        if cancel.cancelled:
+        if distributed.any_true(dist, cancel.cancelled, device):
             cancelled = True
             break
         # -- a batch: augment, one-hot, dropouts --------------------------------------------
+        # The global batch's examples and per-example seeds come from the shared stream; this
+        # rank makes only its slice, so the batch is the same on any number of processes.
         idx = rng.integers(0, len(prep), config.batch)
+        seeds = rng.integers(0, 2**63 - 1, config.batch)
         imgs, conds, cls, keep = [], [], [], []
-        for i in idx:
+        for i, seed in zip(idx[part], seeds[part], strict=True):
+            ex_rng = np.random.default_rng(int(seed))
             img, lab = prep.images[i], prep.labels[i]
             if config.augment:
-                img, lab = augment(img, lab, rng)
+                img, lab = augment(img, lab, ex_rng)
             # pixels marked as screen overlays (core.overlays) teach nothing: out of the loss
             ignore = lab >= IGNORE_BIT
             if ignore.any():
@@ -404,19 +425,19 @@ def train_sdm(
             keep.append(~ignore)
             oh = one_hot(lab, cfg.label_ids)
             c = int(prep.class_idx[i])
-            r = rng.random()
+            r = ex_rng.random()
             if r < config.class_dropout:
                 oh[:] = 0.0
                 c = cfg.null_class
             elif r < config.class_dropout + config.label_dropout:
-                oh[rng.random(n_lab) < 0.5] = 0.0
+                oh[ex_rng.random(n_lab) < 0.5] = 0.0
             imgs.append(image_to_model(img)[None])
             conds.append(oh)
             cls.append(c)
         x0 = torch.from_numpy(np.stack(imgs))
         cond = torch.from_numpy(np.stack(conds))
-        noise = torch.randn(x0.shape, generator=tgen)
-        t = torch.randint(0, cfg.num_train_timesteps, (config.batch,), generator=tgen)
+        noise = torch.randn((config.batch, *x0.shape[1:]), generator=tgen)[part]
+        t = torch.randint(0, cfg.num_train_timesteps, (config.batch,), generator=tgen)[part]
         xt = sched.add_noise(x0, noise, t)
         target = sched.get_velocity(x0, noise, t) if cfg.prediction_type == "v_prediction" else noise
         inp = torch.cat([xt, cond], dim=1).to(device)
@@ -424,7 +445,7 @@ def train_sdm(
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast("cuda", dtype=amp_dtype, enabled=use_amp):
-            pred = unet(inp, t.to(device), class_labels=torch.tensor(cls, device=device)).sample
+            pred = model(inp, t.to(device), class_labels=torch.tensor(cls, device=device)).sample
         weight = torch.from_numpy(np.stack(keep)[:, None].astype(np.float32)).to(device)
         if bool((weight < 1).any()):
             err = (pred.float() - target.to(device)) ** 2
@@ -443,14 +464,14 @@ def train_sdm(
             torch._foreach_mul_(ema_params, decay)
             torch._foreach_add_(ema_params, [p.detach() for p in params], alpha=1 - decay)
         step += 1
-        lv = float(loss.detach())
+        lv = distributed.mean(dist, float(loss.detach()), device)  # the global batch's loss
         if not np.isfinite(lv):
             raise UsgenError(
                 f"Training diverged at step {step} (loss is not a number); lower the learning rate."
             )
         losses.append(lv)
         sample_img = None
-        if config.sample_every and step % config.sample_every == 0:
+        if dist.is_main and config.sample_every and step % config.sample_every == 0:
             sample_img = sample_grid(ema, cfg, prep, rows, config.sample_steps, device)
             _write_png(out_dir / "samples" / f"step_{step:07d}.png", sample_img)
             if on_sample is not None:
@@ -460,12 +481,14 @@ def train_sdm(
         progress(Progress(step, config.steps, f"step {step} of {config.steps}, loss {lv:.4f}",
                           {"loss": lv, "step": step, "sample": sample_img}))
     # keep what was done: a checkpoint for resume, and a model folder the backend can load
-    if step > start and (latest_checkpoint(out_dir) is None or
-                         int(load_training_state(latest_checkpoint(out_dir))["step"]) != step):
-        checkpoint(step)
-    cfg.training = dict(training_info, steps_done=step, seconds=round(seconds(), 1),
-                        final_loss=float(np.mean(losses[-50:])) if losses else None)
-    save_model(unet, cfg, out_dir, ema_unet=ema)
+    if dist.is_main:
+        if step > start and (latest_checkpoint(out_dir) is None or
+                             int(load_training_state(latest_checkpoint(out_dir))["step"]) != step):
+            checkpoint(step)
+        cfg.training = dict(training_info, steps_done=step, seconds=round(seconds(), 1),
+                            final_loss=float(np.mean(losses[-50:])) if losses else None)
+        save_model(unet, cfg, out_dir, ema_unet=ema)
+    distributed.barrier(dist)  # no rank reports done before the model folder is complete
     return TrainResult(out_dir, step, losses, seconds(), cancelled)
 
 
