@@ -154,7 +154,7 @@ def augment(sample: Sample, size: int, rng: np.random.Generator, strength: float
         # shrink with area averaging first (as inference does), then warp at scale 1: a
         # bilinear warp that shrinks would alias the speckle the network must read
         w, h = max(1, round(w0 * s)), max(1, round(h0 * s))
-        src = cv2.resize(sample.image, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+        src = cv2.resize(sample.image.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
         msk = cv2.resize(sample.mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
         if strength == 0:
             img = np.zeros((size, size), np.float32)

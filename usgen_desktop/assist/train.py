@@ -254,7 +254,7 @@ def train_assist(samples: Sequence[Sample], out_dir: Path, options: TrainOptions
                 losses.append(float(np.mean(window)))
                 window = []
             total = opts.steps
-            progress(Progress(step, total, f"step {step}: loss {float(loss):.3f}"))
+            progress(Progress(step, total, f"step {step}: loss {float(loss.detach()):.3f}"))
             if opts.checkpoint_every and step % opts.checkpoint_every == 0:
                 _save_checkpoint(out_dir, model, opt, state_now())
     except Cancelled:

@@ -71,6 +71,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     lo.add_argument("--seed", type=int, default=0)
     lo.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     lo.set_defaults(func=run)
+    from usgen_desktop.cli.assist_cmd import add_train_parser
+
+    add_train_parser(kinds)  # `usgen train assist`: the Smart tool's model
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
