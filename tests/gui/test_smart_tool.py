@@ -105,3 +105,23 @@ def test_a_missing_model_is_one_sentence_and_the_tool_recovers(qtbot, tmp_path):
     qtbot.waitUntil(lambda: bool(errors), timeout=20_000)
     assert "not an assist model folder" in errors[0] and "\n" not in errors[0]
     assert not tool.busy and not tool.clicks
+
+
+def test_fine_tune_on_the_project_then_use_this_model(qtbot, tmp_path):
+    from usgen_desktop.assist.model import load_model
+
+    win = smart_window(qtbot, tmp_path, [make_doc(name="a", mask=True),
+                                         make_doc(name="b", mask=True), make_doc(name="c")])
+    tool, box = win.tools["smart"], win.assist_train_box
+    start = tool.model_dir
+    box.out_dir.setText(str(tmp_path / "tuned"))
+    box.steps.setValue(3)
+    handle = box.train()
+    assert handle is not None and not box.train_button.isEnabled()
+    qtbot.waitUntil(lambda: not box.running, timeout=60_000)
+    qtbot.waitUntil(lambda: box.use_button.isEnabled(), timeout=5_000)
+    assert box.result.steps == 3
+    assert load_model(tmp_path / "tuned").config.size == 32, "started from the tool's model"
+    assert tool.model_dir == start
+    qtbot.mouseClick(box.use_button, Qt.MouseButton.LeftButton)
+    assert tool.model_dir == tmp_path / "tuned"
