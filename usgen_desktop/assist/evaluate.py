@@ -49,21 +49,44 @@ class GrabCutMethod:
 
     Positive clicks are sure foreground (disks of ``radius`` px) with a probable-foreground disk
     of ``reach`` x the image's longer side around each; negative clicks are sure background;
-    everything else probable background. Recomputed from all clicks after each click."""
+    everything else probable background. Recomputed from all clicks after each click. Works on
+    the image shrunk to ``max_side`` pixels (None: full size) for speed; the mask comes back at
+    the image's size."""
 
-    def __init__(self, radius: int = 5, reach: float = 0.12, iterations: int = 5) -> None:
+    def __init__(self, radius: int = 5, reach: float = 0.12, iterations: int = 5,
+                 max_side: int | None = None) -> None:
         self.radius, self.reach, self.iterations = radius, reach, iterations
+        self.max_side = max_side
         self.image: np.ndarray | None = None
+        self.shape: tuple[int, int] = (0, 0)
+        self.scale = 1.0
         self.clicks: list[Click] = []
 
     def start(self, image: np.ndarray) -> None:
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        self.shape = gray.shape[:2]
+        self.scale = 1.0
+        if self.max_side and max(self.shape) > self.max_side:
+            self.scale = self.max_side / max(self.shape)
+            size = (max(1, round(self.shape[1] * self.scale)),
+                    max(1, round(self.shape[0] * self.scale)))
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
         self.image = cv2.cvtColor(gray.astype(np.uint8), cv2.COLOR_GRAY2BGR)
         self.clicks = []
 
     def click(self, click: Click) -> np.ndarray:
         assert self.image is not None
-        self.clicks.append(click)
+        s = self.scale
+        self.clicks.append(Click((click.x + 0.5) * s - 0.5, (click.y + 0.5) * s - 0.5,
+                                 click.inside))
+        mask = self._segment()
+        if s == 1.0:
+            return mask
+        h, w = self.shape
+        return cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+
+    def _segment(self) -> np.ndarray:
+        assert self.image is not None
         h, w = self.image.shape[:2]
         mask = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
         big = max(self.radius + 1, int(round(self.reach * max(h, w))))
