@@ -254,3 +254,17 @@ def test_sector_clip_removes_what_lies_outside_the_fan():
     clipped = clip_to_sector(np.ones((40, 40), bool), doc)
     assert clipped[:, 20:].all() and not clipped[:, :20].any()
     cv2.setNumThreads(1)
+
+
+def test_keep_clicked_parts_drops_blobs_without_an_inside_click():
+    from usgen_desktop.assist.predict import keep_clicked_parts
+
+    mask = np.zeros((40, 40), bool)
+    mask[5:15, 5:15] = True
+    mask[25:35, 25:35] = True
+    kept = keep_clicked_parts(mask, [Click(10, 10, True), Click(30, 30, False)])
+    assert kept[5:15, 5:15].all() and not kept[25:35, 25:35].any()
+    both = keep_clicked_parts(mask, [Click(10, 10, True), Click(30, 30, True)])
+    assert np.array_equal(both, mask)
+    missed = keep_clicked_parts(mask, [Click(20, 20, True)])  # the click hit no part
+    assert np.array_equal(missed, mask)

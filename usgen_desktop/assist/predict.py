@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -26,6 +27,7 @@ class AssistSession:
     model: AssistNet
     image: np.ndarray  # (h, w) any dtype; converted to grayscale uint8
     clicks: list[Click] = field(default_factory=list)
+    keep_clicked: bool = True  # drop blobs that hold no inside click (see keep_clicked_parts)
 
     def __post_init__(self) -> None:
         gray = to_gray_u8(self.image)
@@ -51,7 +53,8 @@ class AssistSession:
         prob = self.probabilities(self.clicks, self._prev)
         self._history.append(self._prev)
         self._prev = (prob > self.model.config.threshold).astype(np.float32) * self._valid
-        return self.box.grid_to_image(prob) > self.model.config.threshold
+        mask = self.box.grid_to_image(prob) > self.model.config.threshold
+        return keep_clicked_parts(mask, self.clicks) if self.keep_clicked else mask
 
     def undo_click(self) -> np.ndarray:
         """Drop the last click; the mask as it was before it (bool, image size)."""
@@ -64,6 +67,25 @@ class AssistSession:
         self.clicks.clear()
         self._history.clear()
         self._prev = np.zeros_like(self._valid)
+
+
+def keep_clicked_parts(mask: np.ndarray, clicks: list[Click]) -> np.ndarray:
+    """The connected parts of ``mask`` that hold an inside click (all of it when none does).
+
+    A user who clicked one lesion wants that lesion, not a look-alike blob elsewhere; a second
+    lesion is kept as soon as it gets its own click. The network still sees its raw mask."""
+    inside = [c for c in clicks if c.inside]
+    if not inside or not mask.any():
+        return mask
+    n, comp = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if n <= 2:
+        return mask
+    h, w = mask.shape
+    keep = {int(comp[min(h - 1, max(0, round(c.y))), min(w - 1, max(0, round(c.x)))])
+            for c in inside} - {0}
+    if not keep:
+        return mask
+    return np.isin(comp, list(keep))
 
 
 def open_model(folder: Path, device: str = "cpu") -> AssistNet:
