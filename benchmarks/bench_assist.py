@@ -40,7 +40,8 @@ SPLITS = {"busi": ROOT / "models" / "sdm-default" / "dev_split.txt",
 
 
 def quality(model, sets: dict, limit: int | None, max_clicks: int,
-            methods: tuple[str, ...] = ("network", "grabcut")) -> dict:
+            methods: tuple[str, ...] = ("network", "grabcut"),
+            which: tuple[str, ...] = ("busi", "hc18")) -> dict:
     from usgen_desktop.assist.evaluate import (
         GrabCutMethod,
         NetworkMethod,
@@ -49,7 +50,7 @@ def quality(model, sets: dict, limit: int | None, max_clicks: int,
     )
 
     out: dict = {}
-    for key in ("busi_test", "hc18_test"):
+    for key in (f"{w}_test" for w in which):
         samples = sets[key][:limit] if limit else sets[key]
         # GrabCut at <= 160 px, 3 iterations: at full size it took ~6 s a click on this
         # shared CPU, too slow for 20 clicks on every held-out image
@@ -161,6 +162,7 @@ def main() -> int:
     ap.add_argument("--max-clicks", type=int, default=20)
     ap.add_argument("--methods", default="network,grabcut",
                     help="which methods the quality part measures (comma-separated)")
+    ap.add_argument("--sets", default="busi,hc18", help="held-out sets to measure")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-stall", action="store_true")
@@ -182,7 +184,8 @@ def main() -> int:
     results: dict = {"model": str(args.model), "load_avg": os.getloadavg()}
     if not args.skip_quality:
         results["quality"] = quality(model, sets, args.limit, args.max_clicks,
-                                     tuple(args.methods.split(",")))
+                                     tuple(args.methods.split(",")),
+                                     tuple(args.sets.split(",")))
     if not args.skip_latency:
         results["latency"] = latency(model, sets)
     if not args.skip_stall:
