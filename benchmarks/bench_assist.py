@@ -41,7 +41,7 @@ SPLITS = {"busi": ROOT / "models" / "sdm-default" / "dev_split.txt",
 
 def quality(model, sets: dict, limit: int | None, max_clicks: int,
             methods: tuple[str, ...] = ("network", "grabcut"),
-            which: tuple[str, ...] = ("busi", "hc18")) -> dict:
+            which: tuple[str, ...] = ("busi", "hc18"), subset: int = 30) -> dict:
     from usgen_desktop.assist.evaluate import (
         GrabCutMethod,
         NetworkMethod,
@@ -64,8 +64,14 @@ def quality(model, sets: dict, limit: int | None, max_clicks: int,
             res = summarise(curves)
             res["seconds"] = time.perf_counter() - t0
             out[f"{key}/{label}"] = res
-            print(f"{key:10s} {label:8s} " + " ".join(f"{k}={v:.3f}" for k, v in res.items()),
-                  flush=True)
+            if subset and len(curves) > subset:  # the images a slower baseline was run on
+                out[f"{key}/{label}/first{subset}"] = summarise(curves[:subset])
+            out[f"{key}/{label}/per_image"] = {c.name: c.noc(0.90) for c in curves}
+            for name, r in ((label, res), (f"{label}/first{subset}",
+                                             out.get(f"{key}/{label}/first{subset}"))):
+                if r:
+                    print(f"{key:10s} {name:16s} " + " ".join(f"{k}={v:.3f}" for k, v in r.items()),
+                          flush=True)
     return out
 
 

@@ -156,7 +156,7 @@ def summarise(curves: Sequence[CurveResult], thresholds: Sequence[float] = (0.85
     out: dict[str, float] = {"n": float(len(curves))}
     for t in thresholds:
         out[f"noc{round(t * 100)}"] = float(np.mean([c.noc(t) for c in curves]))
-    for k in at:
+    for k in (k for k in at if curves and k <= len(curves[0].ious)):
         out[f"iou@{k}"] = float(np.mean([c.ious[k - 1] for c in curves]))
     out["fail90"] = float(np.mean([max(c.ious) < 0.90 for c in curves]))
     return out
