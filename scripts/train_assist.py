@@ -40,6 +40,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--size", type=int, default=192)
     ap.add_argument("--channels", default="16,32,48,64,96")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="start from this model folder (a second stage with a fresh schedule)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--export", type=Path, default=None,
                     help="copy the run's model folder (weights + json) here and stop")
@@ -82,8 +84,8 @@ def main() -> int:
                   flush=True)
             last[0] = now
 
-    result = train_assist(train, args.out, options, config, resume=args.resume,
-                          progress=progress)
+    result = train_assist(train, args.out, options, config, init_from=args.init_from,
+                          resume=args.resume, progress=progress)
     print(f"done: {result.steps} steps in {result.seconds:.0f} s", flush=True)
     return 0
 
