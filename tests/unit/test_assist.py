@@ -12,6 +12,7 @@ from usgen_desktop.assist.clicks import (
     Letterbox,
     click_maps,
     grid_click_maps,
+    iou,
     next_click,
 )
 from usgen_desktop.assist.data import Sample, augment
@@ -268,3 +269,19 @@ def test_keep_clicked_parts_drops_blobs_without_an_inside_click():
     assert np.array_equal(both, mask)
     missed = keep_clicked_parts(mask, [Click(20, 20, True)])  # the click hit no part
     assert np.array_equal(missed, mask)
+
+
+def test_the_shipped_model_loads_and_outlines_a_drawn_lesion():
+    from pathlib import Path
+
+    from usgen_desktop.assist.model import is_assist_folder, load_model
+    from usgen_desktop.assist.predict import segment
+
+    folder = Path(__file__).resolve().parents[2] / "models" / "assist-default"
+    if not is_assist_folder(folder):
+        pytest.skip("models/assist-default is not in this checkout")
+    model = load_model(folder)
+    img, m = lesion_pair(120, 160)
+    mask = segment(model, img, [Click(80, 60, True)])
+    assert mask.shape == (120, 160) and mask[60, 80]
+    assert iou(mask, m > 0) > 0.5  # a dark ellipse on speckle is the easy case
