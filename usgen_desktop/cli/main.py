@@ -14,7 +14,8 @@ from usgen_desktop import __version__
 from usgen_desktop.errors import Cancelled, UsgenError
 
 # name -> module under usgen_desktop.cli (each defines add_parser(subparsers) and run(args) -> int)
-COMMANDS = ["export", "sector", "deform", "generate", "merge", "train", "evaluate", "selftest"]
+COMMANDS = ["export", "sector", "deform", "generate", "merge", "train", "evaluate", "assist",
+            "selftest"]
 
 
 def build_parser() -> argparse.ArgumentParser:

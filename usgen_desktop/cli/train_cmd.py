@@ -154,6 +154,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--resume", action="store_true", help="continue the run in DIR")
     c.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     c.set_defaults(func=run)
+
+    from usgen_desktop.cli.assist_cmd import add_train_parser
+
+    add_train_parser(kinds)  # `usgen train assist`: the Smart tool's model
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 

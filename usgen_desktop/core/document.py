@@ -254,6 +254,19 @@ class Document:
         y0, y1, x0, x1 = box
         return self._apply(box, mask[y0:y1, x0:x1], label, "fill")
 
+    def paint_mask(self, mask: np.ndarray, label: int, name: str = "mask") -> Box | None:
+        """Set ``label`` wherever the image-sized boolean ``mask`` is true, as one undo step
+        (the smart tool's accepted result); honours the edit lock like the brush."""
+        mask = np.asarray(mask, bool)
+        if mask.shape != self.shape:
+            raise ValueError("the mask does not fit the label map")
+        rows = np.flatnonzero(mask.any(axis=1))
+        if rows.size == 0:
+            return None
+        cols = np.flatnonzero(mask.any(axis=0))
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        return self._apply((y0, y1, x0, x1), mask[y0:y1, x0:x1], label, name)
+
     def set_region(self, box: Box, values: np.ndarray, name: str = "edit") -> Box | None:
         """Replace the box with ``values`` (used by warp and whole-label transforms); undoable.
 

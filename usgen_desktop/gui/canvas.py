@@ -317,6 +317,10 @@ class Canvas(QWidget):
             self._tool_down = True
             x, y = self._img(event)
             self.tool.press(self, x, y, event.modifiers())
+        elif btn == Qt.MouseButton.RightButton and self.tool is not None:
+            if self.document is not None:
+                x, y = self._img(event)
+                self.tool.secondary_press(self, x, y, event.modifiers())
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
         x, y = self._img(event)

@@ -66,6 +66,10 @@ class CanvasTool:
     def double_click(self, canvas: Canvas, x: float, y: float, mods: Mods) -> None:
         """Left button double-clicked."""
 
+    def secondary_press(self, canvas: Canvas, x: float, y: float, mods: Mods) -> bool:
+        """Right button pressed (the Smart tool's "outside" click); True when used."""
+        return False
+
     def key_press(self, canvas: Canvas, key: int, mods: Mods) -> bool:
         """A key the canvas did not use itself; return True when handled."""
         return False

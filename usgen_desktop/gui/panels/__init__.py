@@ -5,4 +5,4 @@ skips the ones not built, and calls ``install(window)``, which adds docks, menu 
 canvas tools (``window.register_tool``). A panel that fails is reported, never fatal.
 """
 
-PANELS = ["generate", "train", "variants", "sector", "lesion"]
+PANELS = ["generate", "train", "variants", "sector", "lesion", "assist"]

@@ -58,7 +58,7 @@ class RefinerConfig:
     prediction_type: str = "v_prediction"
     beta_schedule: str = "squaredcos_cap_v2"
     num_train_timesteps: int = 1000
-    steps: int = 8  # sampler steps recommended
+    steps: int = 12  # sampler steps recommended
     training: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -48,7 +48,7 @@ class RefinerTrainConfig:
     blur_prob: float = 0.75
     checkpoint_every: int = 250
     sample_every: int = 500
-    sample_steps: int = 8
+    sample_steps: int = 12  # the recommended sampler steps written into the refiner
     keep_checkpoints: int = 2
     seed: int = 0
     device: str = "auto"
