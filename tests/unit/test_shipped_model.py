@@ -151,3 +151,23 @@ def test_a_sector_model_refuses_a_label_map_without_the_sector(tmp_path):
     out = run(GenerationRequest([LabelMap(fan)], schema, backend="sdm", model_dir=str(folder),
                                 steps=2, device="cpu"))
     assert out[0].image.shape == (32, 40)
+
+
+@pytest.mark.parametrize("name", ["sdm-default", "sdm-hc18"])
+def test_the_shipped_models_carry_a_texture_refiner(name):
+    """Each shipped sdm model has its refiner (the second stage at the label map's size), and
+    it loads from safetensors with the recommended steps its card names."""
+    from usgen_desktop.paths import models_dir
+
+    folder = models_dir() / name
+    if not (folder / "usgen_model.json").is_file():
+        pytest.skip("the shipped models are not installed")
+    from usgen_desktop.synthesis.backends.refiner import find_refiner, load_refiner
+
+    found = find_refiner(folder)
+    assert found is not None
+    unet, cfg = load_refiner(found)
+    assert cfg.base_size == (128, 128) and cfg.steps == 12
+    assert sum(p.numel() for p in unet.parameters()) < 5_000_000
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert size < 100 * 2**20  # each shipped model stays under 100 MB
