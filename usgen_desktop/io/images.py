@@ -563,10 +563,18 @@ def _dicom_spacing(ds: Any) -> tuple[float, float] | None:
 
 # -- NIfTI -------------------------------------------------------------------------------
 def _read_nifti(path: Path, frame: int | None) -> RawImage:
+    import logging
+    import warnings
+
     import nibabel as nib
 
+    # nibabel reports header oddities (a negative or zero pixel size, say) on its own logger
+    # and as warnings; the user gets USGen's one sentence instead, or nothing when it opens
+    logging.getLogger("nibabel").setLevel(logging.ERROR)
     try:
-        img = nib.load(str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = nib.load(str(path))
         shape = tuple(int(n) for n in img.shape)
     except Exception as exc:  # nibabel raises ImageFileError, EOFError, zlib errors, ...
         raise ImageReadError(f"'{path.name}' is corrupt or not a NIfTI file.") from exc
