@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,7 +35,11 @@ from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn, no_progr
 from usgen_desktop.errors import DatasetError, ModelError, UsgenError
 from usgen_desktop.synthesis.devices import pick_device
 from usgen_desktop.synthesis.training.data import Triple, augment, prepare
-from usgen_desktop.synthesis.training.sdm import CKPT_DIR, LATEST, latest_checkpoint
+from usgen_desktop.synthesis.training.sdm import (
+    latest_checkpoint,
+    read_checkpoint,
+    write_checkpoint,
+)
 
 META = "usgen_controlnet.json"
 
@@ -374,72 +377,27 @@ def _lora_state(unet) -> dict[str, Any]:
 
 def _save_checkpoint(out_dir: Path, step: int, cn, unet, opt, tgen, rng, state: dict,
                      keep: int) -> Path:
-    import torch
-    from safetensors.torch import save_file
-
-    ck = Path(out_dir) / CKPT_DIR
-    ck.mkdir(parents=True, exist_ok=True)
-    final = ck / f"step_{step:07d}"
-    tmp = ck / f"step_{step:07d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-
-    def cpu(d: dict) -> dict:
-        return {k: v.detach().contiguous().cpu() for k, v in d.items()}
-
-    save_file(cpu(cn.state_dict()), str(tmp / "controlnet.safetensors"))
+    weights = {"controlnet": cn.state_dict()}
     if unet is not None:
-        save_file(cpu(_lora_state(unet)), str(tmp / "lora.safetensors"))
-    osd = opt.state_dict()
-    tensors = {}
-    for pid, st in osd["state"].items():
-        for name, val in st.items():
-            tv = val if torch.is_tensor(val) else torch.tensor(val)
-            tensors[f"{pid}.{name}"] = tv.detach().contiguous().cpu()
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    save_file({"torch_generator": tgen.get_state(), "torch_global": torch.get_rng_state()},
-              str(tmp / "rng.safetensors"))
-    full = dict(state, step=step, numpy_rng=rng.bit_generator.state,
-                param_groups=osd["param_groups"])
-    (tmp / "state.json").write_text(json.dumps(full), encoding="utf-8")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    ptr = ck / (LATEST + ".tmp")
-    ptr.write_text(json.dumps({"dir": final.name, "step": step}), encoding="utf-8")
-    os.replace(ptr, ck / LATEST)
-    olds = sorted(p for p in ck.glob("step_*") if not p.name.endswith(".tmp") and p != final)
-    for p in olds[: max(0, len(olds) - (keep - 1))]:
-        shutil.rmtree(p, ignore_errors=True)
-    return final
+        weights["lora"] = _lora_state(unet)
+    return write_checkpoint(out_dir, step, weights, opt, tgen, rng, state, keep)
 
 
 def _load_checkpoint(path: Path, cn, unet, opt, tgen) -> dict:
-    import torch
     from safetensors.torch import load_file
 
     try:
-        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
         cn.load_state_dict(load_file(str(path / "controlnet.safetensors")))
         if unet is not None:
             from peft.utils import set_peft_model_state_dict
 
             set_peft_model_state_dict(unet, load_file(str(path / "lora.safetensors")))
-        flat = load_file(str(path / "optimizer.safetensors"))
-        ostate: dict[int, dict[str, Any]] = {}
-        for key, val in flat.items():
-            pid, name = key.split(".", 1)
-            ostate.setdefault(int(pid), {})[name] = val
-        opt.load_state_dict({"state": ostate, "param_groups": state["param_groups"]})
-        rng = load_file(str(path / "rng.safetensors"))
+        return read_checkpoint(path, opt, tgen)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise UsgenError(
             f"The checkpoint '{path}' is damaged or from other settings, so the run cannot "
             "resume from it."
         ) from exc
-    tgen.set_state(rng["torch_generator"])
-    torch.set_rng_state(rng["torch_global"])
-    return state
 
 
 def _save_model(out_dir: Path, cn, unet, config: ControlNetConfig, info: dict, step: int,

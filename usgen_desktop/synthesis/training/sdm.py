@@ -120,8 +120,12 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _save_checkpoint(out_dir: Path, step: int, unet, ema, opt, tgen, rng, state: dict,
-                     keep: int) -> Path:
+def write_checkpoint(out_dir: Path, step: int, weights: dict[str, dict], opt, tgen, rng,
+                     state: dict, keep: int) -> Path:
+    """Write ``out_dir/checkpoints/step_NNNNNNN/``: each of ``weights`` (file stem -> state
+    dict) as safetensors, the optimizer state, the torch and numpy random streams and
+    ``state`` as JSON; to a temporary name, then renamed, so a kill leaves the last complete
+    one. ``keep`` checkpoints stay. Every trainer's checkpoints have this layout."""
     import torch
     from safetensors.torch import save_file
 
@@ -131,10 +135,9 @@ def _save_checkpoint(out_dir: Path, step: int, unet, ema, opt, tgen, rng, state:
     tmp = ck / f"step_{step:07d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in unet.state_dict().items()},
-              str(tmp / "model.safetensors"))
-    save_file({k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()},
-              str(tmp / "ema.safetensors"))
+    for stem, sd in weights.items():
+        save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()},
+                  str(tmp / f"{stem}.safetensors"))
     osd = opt.state_dict()
     tensors = {}
     for pid, st in osd["state"].items():
@@ -159,13 +162,13 @@ def _save_checkpoint(out_dir: Path, step: int, unet, ema, opt, tgen, rng, state:
     return final
 
 
-def _load_checkpoint(path: Path, unet, ema, opt, tgen) -> dict:
+def read_checkpoint(path: Path, opt, tgen) -> dict:
+    """The JSON state of a checkpoint written by :func:`write_checkpoint`, with the optimizer
+    and the torch random streams restored (the weights are the caller's to load)."""
     import torch
     from safetensors.torch import load_file
 
     state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    unet.load_state_dict(load_file(str(path / "model.safetensors")))
-    ema.load_state_dict(load_file(str(path / "ema.safetensors")))
     flat = load_file(str(path / "optimizer.safetensors"))
     ostate: dict[int, dict[str, Any]] = {}
     for key, val in flat.items():
@@ -176,6 +179,20 @@ def _load_checkpoint(path: Path, unet, ema, opt, tgen) -> dict:
     tgen.set_state(rng["torch_generator"])
     torch.set_rng_state(rng["torch_global"])
     return state
+
+
+def _save_checkpoint(out_dir: Path, step: int, unet, ema, opt, tgen, rng, state: dict,
+                     keep: int) -> Path:
+    return write_checkpoint(out_dir, step, {"model": unet.state_dict(), "ema": ema.state_dict()},
+                            opt, tgen, rng, state, keep)
+
+
+def _load_checkpoint(path: Path, unet, ema, opt, tgen) -> dict:
+    from safetensors.torch import load_file
+
+    unet.load_state_dict(load_file(str(path / "model.safetensors")))
+    ema.load_state_dict(load_file(str(path / "ema.safetensors")))
+    return read_checkpoint(path, opt, tgen)
 
 
 def _damaged(ckpt: Path, exc: BaseException) -> str:
