@@ -47,7 +47,7 @@ def dev_docs(dataset: str):
 
 def generate_pairs(model_dir: Path, docs, seed: int = 0, steps: int = 25, guidance: float = 2.0,
                    refiner_dir: Path | None = None, after_model: Path | None = None,
-                   refine_steps: int | None = None):
+                   refine_steps: int | None = None, skip_before: bool = False):
     """(before, after, seconds_base, seconds_refine) per document, as the backend makes them.
     ``after_model``: the base model of the "after" images when it is a new one (each image is
     then drawn by both bases from the same seed)."""
@@ -80,6 +80,8 @@ def generate_pairs(model_dir: Path, docs, seed: int = 0, steps: int = 25, guidan
     new_base = SdmBackend(after_model, device="cpu", steps=steps, refine=False) \
         if after_model is not None else None
     unets = [backend.unet] if new_base is None else [backend.unet, new_base.unet]
+    if skip_before:  # only the "after" images: the before ones would be the same as last run
+        unets = unets[-1:]
 
     def base_image(d, s, unet):
         cond = backend.condition(d.labels)[None]
@@ -149,7 +151,8 @@ def realism(args) -> int:
         docs = [docs[int(i * step)] for i in range(args.limit)]
     print(f"{args.dataset}: {len(docs)} dev label maps", flush=True)
     pairs, np = generate_pairs(MODELS[args.dataset], docs, refiner_dir=args.refiner,
-                               after_model=args.after_model, refine_steps=args.refine_steps)
+                               after_model=args.after_model, refine_steps=args.refine_steps,
+                               skip_before=args.skip_before)
     real = [d.image.to_uint8() for d in docs]
     groups = [doc_group(d) for d in docs]
     classes = [d.tags.get("class") for d in docs] if args.dataset == "busi" else None
@@ -160,6 +163,8 @@ def realism(args) -> int:
               "seconds_base_median": statistics.median(p[2] for p in pairs),
               "seconds_refine_median": statistics.median(p[3] for p in pairs)}
     for name, k in (("before", 0), ("after", 1)):
+        if name == "before" and args.skip_before:
+            continue
         syn = [p[k] for p in pairs]
         t0 = time.time()
         result[name] = fullsize_realism(real, syn, groups, groups, classes, classes,
@@ -175,7 +180,8 @@ def realism(args) -> int:
                                         for im, d in zip(images, docs, strict=True)])), 4)
 
         result["images_with_a_black_box_in_the_fan"] = {
-            "real": boxes(real), "before": boxes([p[0] for p in pairs]),
+            "real": boxes(real),
+            "before": None if args.skip_before else boxes([p[0] for p in pairs]),
             "after": boxes([p[1] for p in pairs])}
         print("black boxes in the fan:", result["images_with_a_black_box_in_the_fan"])
     result["after_model"] = str(args.after_model) if args.after_model else "same base"
@@ -189,11 +195,12 @@ def realism(args) -> int:
     figure(out_dir / f"fullsize_{args.dataset}.png", rows)
     # generated only (no dataset pixels): the one that may go into the repository
     figure(out_dir / f"fullsize_{args.dataset}_generated.png", [r[1:] for r in rows[::2]])
-    ctl = result["before"].get("control", {})
-    print(json.dumps({"critic_before": result["before"]["critic"].get("auc"),
+    before = result.get("before", {"critic": {}, "octaves": {}})
+    ctl = before.get("control", {})
+    print(json.dumps({"critic_before": before["critic"].get("auc"),
                       "critic_after": result["after"]["critic"].get("auc"),
                       "critic_control": ctl.get("critic", {}).get("auc"),
-                      "octave_before": result["before"]["octaves"].get("ratio"),
+                      "octave_before": before["octaves"].get("ratio"),
                       "octave_after": result["after"]["octaves"].get("ratio"),
                       "octave_control": ctl.get("octaves", {}).get("ratio")}, indent=1))
     return 0
@@ -251,6 +258,9 @@ def main() -> int:
     r.add_argument("--after-model", type=Path, default=None,
                    help="a new base sdm model for the 'after' images (default: the same base)")
     r.add_argument("--refine-steps", type=int, default=None)
+    r.add_argument("--skip-before", action="store_true",
+                   help="measure the 'after' images only (the 'before' ones depend on the base "
+                   "model and seeds alone, so an earlier run's figures stand)")
     r.add_argument("--refiner", type=Path, default=None,
                    help="a refiner folder to pair with the model (default: the model's refiner/)")
     s = sub.add_parser("speed")
