@@ -161,10 +161,11 @@ def octaves(real: Sequence[np.ndarray], synthetic: Sequence[np.ndarray], crop: i
 
 
 def through_resize_path(images: Sequence[np.ndarray], base_size: tuple[int, int]) -> list[np.ndarray]:
-    """Real images as an enlarge-only generator at ``base_size`` would give them at best."""
-    from usgen_desktop.synthesis.backends.sdm import resize_image
+    """Real images as an enlarge-only generator at ``base_size`` would give them at best (the
+    refiner's training degradation without its softening)."""
+    from usgen_desktop.synthesis.backends.refiner import degrade
 
-    return [resize_image(resize_image(_gray_u8(i), base_size), _gray_u8(i).shape) for i in images]
+    return [degrade(_gray_u8(i), base_size) for i in images]
 
 
 def fullsize_realism(
@@ -202,23 +203,25 @@ def fullsize_realism(
                          synthetic_classes, crop, per_image, folds, epochs, seed, part(0), cancel),
         "octaves": octaves(real, synthetic, crop, per_image, seed),
     }
+    def of_class(images: Sequence[np.ndarray], tags, c: str) -> list[np.ndarray]:
+        return [im for im, k in zip(images, tags or [], strict=False) if k == c]
+
     classes = sorted({c for c in (real_classes or []) if c})
     per_class = {}
     for c in classes:
-        r = [im for im, k in zip(real, real_classes or [], strict=False) if k == c]
-        s = [im for im, k in zip(synthetic, synthetic_classes or [], strict=False) if k == c]
+        r, s = of_class(real, real_classes, c), of_class(synthetic, synthetic_classes, c)
         if r and s:
             per_class[c] = {"octaves": octaves(r, s, crop, per_image, seed)}
     if control:
-        ctl = through_resize_path(real, base_size)
+        ctl = through_resize_path(real, base_size)  # once: the per-class rows reuse it
         out["control"] = {
             "critic": critic(real, ctl, real_groups, real_groups, real_classes, real_classes,
                              crop, per_image, folds, epochs, seed, part(1), cancel),
             "octaves": octaves(real, ctl, crop, per_image, seed),
         }
         for c in per_class:
-            r = [im for im, k in zip(real, real_classes or [], strict=False) if k == c]
-            per_class[c]["control_octaves"] = octaves(r, through_resize_path(r, base_size), crop,
+            per_class[c]["control_octaves"] = octaves(of_class(real, real_classes, c),
+                                                      of_class(ctl, real_classes, c), crop,
                                                       per_image, seed)
     for c, v in out["critic"].get("per_class_auc", {}).items():
         per_class.setdefault(c, {})["critic_auc"] = v
