@@ -170,9 +170,11 @@ def _train_refiner(job: TrainJob, triples: list, schema: Any, progress: Progress
     model folder becomes a whole sdm model: a copy of the base model (the shipped one for the
     data's labels, or the one chosen in Start from) with the new refiner in ``refiner/``, so
     "Use in Generate" works as for sdm. A base model that has a refiner is fine-tuned from it."""
+    import json
     import shutil
 
     from usgen_desktop.synthesis.backends.refiner import SUBFOLDER, find_refiner
+    from usgen_desktop.synthesis.backends.sdm import read_config
     from usgen_desktop.synthesis.request import shipped_model_for
     from usgen_desktop.synthesis.training.refiner import RefinerTrainConfig, train_refiner
 
@@ -191,10 +193,6 @@ def _train_refiner(job: TrainJob, triples: list, schema: Any, progress: Progress
                              "or tick Resume.")
         shutil.copytree(base_dir, out, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns(SUBFOLDER, "checkpoints", "samples"))
-    import json
-
-    from usgen_desktop.synthesis.backends.sdm import read_config
-
     side = int(read_config(out).size[0])
     cfg = RefinerTrainConfig(base_size=side, patch=int(job.size), steps=job.steps,
                              batch=job.batch, device=job.device,
