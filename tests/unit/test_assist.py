@@ -285,3 +285,78 @@ def test_the_shipped_model_loads_and_outlines_a_drawn_lesion():
     mask = segment(model, img, [Click(80, 60, True)])
     assert mask.shape == (120, 160) and mask[60, 80]
     assert iou(mask, m > 0) > 0.5  # a dark ellipse on speckle is the easy case
+
+
+def test_object_box_expands_around_mask_and_clicks_and_gives_up_when_large():
+    from usgen_desktop.assist.data import object_box
+
+    m = np.zeros((200, 300), bool)
+    m[70:130, 120:180] = True  # 60 x 60 object
+    x0, y0, x1, y1 = object_box(m, expand=1.5, min_side=10)
+    assert (x0, y0, x1, y1) == (105, 55, 195, 145)  # 90 x 90, centred on it
+    # a click beyond the mask widens the box to hold it
+    x0, _, x1, _ = object_box(m, [(260.0, 100.0)], expand=1.5, min_side=10)
+    assert x0 <= 120 and x1 > 260
+    # small objects get the minimum side (here 20 % of the longer side: 60 px)
+    m[:] = False
+    m[90:110, 140:160] = True
+    x0, y0, x1, y1 = object_box(m, expand=1.0)
+    assert x1 - x0 == 60 and y1 - y0 == 60
+    big = np.ones((200, 300), bool)
+    assert object_box(big) is None
+    assert object_box(np.zeros((200, 300), bool)) is None
+
+
+def test_zoom_crop_keeps_the_whole_object_inside_the_crop():
+    from usgen_desktop.assist.data import zoom_crop
+
+    rng = np.random.default_rng(0)
+    img, m = lesion_pair(160, 200)
+    s = Sample(img, m > 0, "x")
+    for _ in range(20):
+        c = zoom_crop(s, rng)
+        assert c.image.shape == c.mask.shape
+        assert c.image.shape[0] < 160 or c.image.shape[1] < 200
+        assert c.mask.sum() == s.mask.sum()  # expand >= 1.25 and a shift <= 12 % keep it whole
+
+
+def test_zoom_in_session_crops_after_the_first_click_and_undo_restores():
+    from usgen_desktop.assist.model import AssistConfig, build_model
+    from usgen_desktop.assist.predict import AssistSession
+
+    torch.manual_seed(1)
+    model = build_model(AssistConfig(**TINY, zoom_in=True)).eval()
+    img, m = lesion_pair(120, 160)
+    s = AssistSession(model, img)
+    assert s.zoom_in
+    first = s.add_click(Click(80, 60, True))
+    assert s._roi is None  # the first click sees the whole image
+    forced = np.zeros_like(first)
+    forced[50:70, 70:90] = True
+    s._prev_image = forced  # a small answer: the next click zooms in on it
+    second = s.add_click(Click(85, 62, True))
+    x0, y0, x1, y1 = s._roi
+    assert x0 <= 70 and x1 >= 90 and (x1 - x0) < 160
+    outside = np.ones_like(second)
+    outside[y0:y1, x0:x1] = False
+    assert not second[outside].any()  # nothing is drawn outside the zoomed view
+    back = s.undo_click()
+    assert np.array_equal(back, forced) and s._roi is None and len(s.clicks) == 1
+    # the same model without zoom-in keeps looking at the whole image
+    plain = AssistSession(model, img, zoom_in=False)
+    plain.add_click(Click(80, 60, True))
+    plain._prev_image = forced
+    plain.add_click(Click(85, 62, True))
+    assert plain._roi is None
+
+
+def test_training_with_zoom_crops_marks_the_model_for_zoom_in(tmp_path):
+    from usgen_desktop.assist.model import AssistConfig, load_model
+    from usgen_desktop.assist.train import TrainOptions, train_assist
+
+    train_assist(tiny_samples(), tmp_path / "z", TrainOptions(steps=2, batch=2, zoom_crops=1.0),
+                 AssistConfig(**TINY))
+    assert load_model(tmp_path / "z").config.zoom_in
+    train_assist(tiny_samples(), tmp_path / "n", TrainOptions(steps=2, batch=2, zoom_crops=0.0),
+                 AssistConfig(**TINY))
+    assert not load_model(tmp_path / "n").config.zoom_in

@@ -141,6 +141,46 @@ def normalise_image(grid: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
+def object_box(mask: np.ndarray, points: Sequence[tuple[float, float]] = (), expand: float = 1.4,
+               min_side: int = 48) -> tuple[int, int, int, int] | None:
+    """The zoom-in region (x0, y0, x1, y1) around a mask and points, each side ``expand`` times.
+
+    RITM's zoom-in: once there is a first answer, the network looks at a crop around it, so a
+    small lesion fills the grid instead of a few of its pixels. None when the region would cover
+    most of the image anyway (or there is nothing to zoom on)."""
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    xs = np.concatenate([xs.astype(np.float64), [p[0] for p in points]])
+    ys = np.concatenate([ys.astype(np.float64), [p[1] for p in points]])
+    if xs.size == 0:
+        return None
+    cx, cy = (xs.min() + xs.max() + 1) / 2.0, (ys.min() + ys.max() + 1) / 2.0
+    side = max(min_side, 0.2 * max(h, w))
+    bw = max((xs.max() - xs.min() + 1) * expand, side)
+    bh = max((ys.max() - ys.min() + 1) * expand, side)
+    x0, x1 = max(0, round(cx - bw / 2)), min(w, round(cx + bw / 2))
+    y0, y1 = max(0, round(cy - bh / 2)), min(h, round(cy + bh / 2))
+    if (x1 - x0) * (y1 - y0) >= 0.7 * h * w or x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def zoom_crop(sample: Sample, rng: np.random.Generator) -> Sample:
+    """A random crop around the object, as the zoom-in at inference sees it (see object_box)."""
+    box = object_box(sample.mask, expand=float(rng.uniform(1.25, 2.2)))
+    if box is None:
+        return sample
+    x0, y0, x1, y1 = box
+    h, w = sample.mask.shape
+    dx = round(float(rng.uniform(-0.12, 0.12)) * (x1 - x0))
+    dy = round(float(rng.uniform(-0.12, 0.12)) * (y1 - y0))
+    dx = min(max(dx, -x0), w - x1)
+    dy = min(max(dy, -y0), h - y1)
+    x0, x1, y0, y1 = x0 + dx, x1 + dx, y0 + dy, y1 + dy
+    return Sample(sample.image[y0:y1, x0:x1], sample.mask[y0:y1, x0:x1], sample.name,
+                  sample.source, sample.group)
+
+
 def augment(sample: Sample, size: int, rng: np.random.Generator, strength: float = 1.0
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A randomly zoomed, rotated, flipped, shifted and re-contrasted copy on the ``size`` grid.

@@ -31,6 +31,7 @@ class AssistConfig:
     channels: tuple[int, ...] = (16, 32, 48, 64, 96)  # per U-Net level, finest first
     click_radius: float = 5.0  # disk radius of a click on the grid (pixels)
     threshold: float = 0.5  # probability above which a pixel is in the mask
+    zoom_in: bool = False  # after the first click, look at a crop around the answer (trained so)
     training: dict[str, Any] = field(default_factory=dict)  # provenance, free-form
 
     def to_json(self) -> dict[str, Any]:
@@ -42,6 +43,7 @@ class AssistConfig:
     def from_json(cls, d: dict[str, Any]) -> AssistConfig:
         return cls(size=int(d["size"]), channels=tuple(int(c) for c in d["channels"]),
                    click_radius=float(d["click_radius"]), threshold=float(d["threshold"]),
+                   zoom_in=bool(d.get("zoom_in", False)),
                    training=dict(d.get("training", {})))
 
 

@@ -16,33 +16,56 @@ import numpy as np
 import torch
 
 from usgen_desktop.assist.clicks import Click, Letterbox, click_maps
-from usgen_desktop.assist.data import normalise_image, to_gray_u8
+from usgen_desktop.assist.data import normalise_image, object_box, to_gray_u8
 from usgen_desktop.assist.model import AssistNet, load_model
 
 
 @dataclass
 class AssistSession:
-    """Clicks on one image and the network's answer to them."""
+    """Clicks on one image and the network's answer to them.
+
+    With a model trained for it (``config.zoom_in``), every click after the first looks at a crop
+    around the last answer and all clicks (RITM's zoom-in), so a small lesion fills the grid; the
+    first click, and any answer that covers most of the image, use the whole image."""
 
     model: AssistNet
     image: np.ndarray  # (h, w) any dtype; converted to grayscale uint8
     clicks: list[Click] = field(default_factory=list)
     keep_clicked: bool = True  # drop blobs that hold no inside click (see keep_clicked_parts)
+    zoom_in: bool | None = None  # None: as the model's config says
 
     def __post_init__(self) -> None:
-        gray = to_gray_u8(self.image)
-        cfg = self.model.config
-        self.box = Letterbox(gray.shape, cfg.size)
-        self._valid = self.box.valid()
-        self._grid = normalise_image(self.box.image_to_grid(gray), self._valid)
-        self._prev = np.zeros_like(self._valid)
-        self._history: list[np.ndarray] = []
+        self._gray = to_gray_u8(self.image)
+        if self.zoom_in is None:
+            self.zoom_in = bool(getattr(self.model.config, "zoom_in", False))
+        self._views: dict[tuple[int, int, int, int] | None, tuple[Letterbox, np.ndarray,
+                                                                    np.ndarray]] = {}
+        self.box, self._grid, self._valid = self._view(None)
+        self._roi: tuple[int, int, int, int] | None = None  # where the last answer was computed
+        self._prev = np.zeros_like(self._valid)  # the last answer on that view's grid
+        self._prev_image = np.zeros(self._gray.shape, bool)  # the same at image size
+        self._history: list[tuple] = []
         self.device = next(self.model.parameters()).device
 
-    def probabilities(self, clicks: list[Click], prev_grid: np.ndarray) -> np.ndarray:
-        """The network's mask probabilities on the grid for these clicks and previous mask."""
-        pos, neg = click_maps(clicks, self.box, self.model.config.click_radius)
-        x = np.stack([self._grid, pos, neg, prev_grid, self._valid])[None]
+    def _view(self, roi: tuple[int, int, int, int] | None
+              ) -> tuple[Letterbox, np.ndarray, np.ndarray]:
+        """(letterbox, standardised grid image, valid map) of the image or of a crop of it."""
+        if roi not in self._views:
+            gray = self._gray if roi is None else self._gray[roi[1]:roi[3], roi[0]:roi[2]]
+            box = Letterbox(gray.shape, self.model.config.size)
+            valid = box.valid()
+            self._views[roi] = (box, normalise_image(box.image_to_grid(gray), valid), valid)
+        return self._views[roi]
+
+    def probabilities(self, clicks: list[Click], prev_grid: np.ndarray,
+                      roi: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """The network's mask probabilities on the grid of the view ``roi`` (None: the image)
+        for these clicks (image coordinates) and previous mask (on that grid)."""
+        box, grid, valid = self._view(roi)
+        if roi is not None:
+            clicks = [Click(c.x - roi[0], c.y - roi[1], c.inside) for c in clicks]
+        pos, neg = click_maps(clicks, box, self.model.config.click_radius)
+        x = np.stack([grid, pos, neg, prev_grid, valid])[None]
         with torch.inference_mode():
             logits = self.model(torch.from_numpy(x).to(self.device))
         return torch.sigmoid(logits[0, 0]).float().cpu().numpy()
@@ -50,23 +73,44 @@ class AssistSession:
     def add_click(self, click: Click) -> np.ndarray:
         """Add a click; the new mask (bool, image size)."""
         self.clicks.append(click)
-        prob = self.probabilities(self.clicks, self._prev)
-        self._history.append(self._prev)
-        self._prev = (prob > self.model.config.threshold).astype(np.float32) * self._valid
-        mask = self.box.grid_to_image(prob) > self.model.config.threshold
+        roi = None
+        if self.zoom_in and self._prev_image.any():
+            roi = object_box(self._prev_image, [(c.x, c.y) for c in self.clicks])
+        box, _, valid = self._view(roi)
+        if roi == self._roi:
+            prev = self._prev
+        else:  # the last answer, seen through the new view
+            h, w = self._gray.shape
+            x0, y0, x1, y1 = roi if roi is not None else (0, 0, w, h)
+            crop = self._prev_image[y0:y1, x0:x1].astype(np.float32)
+            prev = (box.image_to_grid(crop) > 0.5).astype(np.float32) * valid
+        prob = self.probabilities(self.clicks, prev, roi)
+        self._history.append((self._roi, self._prev, self._prev_image))
+        self._roi = roi
+        self._prev = (prob > self.model.config.threshold).astype(np.float32) * valid
+        if roi is None:
+            mask = box.grid_to_image(prob) > self.model.config.threshold
+        else:
+            mask = np.zeros(self._gray.shape, bool)
+            x0, y0, x1, y1 = roi
+            mask[y0:y1, x0:x1] = box.grid_to_image(prob) > self.model.config.threshold
+        self._prev_image = mask
         return keep_clicked_parts(mask, self.clicks) if self.keep_clicked else mask
 
     def undo_click(self) -> np.ndarray:
         """Drop the last click; the mask as it was before it (bool, image size)."""
         if self.clicks:
             self.clicks.pop()
-            self._prev = self._history.pop()
-        return self.box.grid_to_image(self._prev) > 0.5
+            self._roi, self._prev, self._prev_image = self._history.pop()
+        mask = self._prev_image.copy()
+        return keep_clicked_parts(mask, self.clicks) if self.keep_clicked else mask
 
     def reset(self) -> None:
         self.clicks.clear()
         self._history.clear()
+        self._roi = None
         self._prev = np.zeros_like(self._valid)
+        self._prev_image = np.zeros(self._gray.shape, bool)
 
 
 def keep_clicked_parts(mask: np.ndarray, clicks: list[Click]) -> np.ndarray:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from usgen_desktop.assist.clicks import grid_click_maps, next_click
-from usgen_desktop.assist.data import Sample, augment
+from usgen_desktop.assist.data import Sample, augment, zoom_crop
 from usgen_desktop.assist.model import AssistConfig, AssistNet, load_model, save_model
 from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn, no_progress
 from usgen_desktop.errors import Cancelled, DatasetError
@@ -53,6 +53,7 @@ class TrainOptions:
     seed: int = 0
     checkpoint_every: int = 200
     balance_sources: bool = True  # draw each source (busi, hc18, ...) equally often
+    zoom_crops: float = 0.5  # share of samples cropped around the object (the zoom-in's view)
 
 
 @dataclass
@@ -187,6 +188,8 @@ def train_assist(samples: Sequence[Sample], out_dir: Path, options: TrainOptions
         step, elapsed, losses = 0, 0.0, []
         rng = np.random.default_rng(opts.seed)
     cfg = model.config
+    if opts.zoom_crops > 0:
+        cfg.zoom_in = True  # it has seen the crops the zoom-in shows it
     cfg.training = dict(cfg.training, samples=len(samples),
                         sources=sorted({s.source for s in samples}),
                         init_from=str(init_from) if init_from else cfg.training.get("init_from"))
@@ -225,7 +228,8 @@ def train_assist(samples: Sequence[Sample], out_dir: Path, options: TrainOptions
             for _ in range(opts.batch):
                 src = sources[int(rng.integers(len(sources)))]
                 idx.append(by_source[src][int(rng.integers(len(by_source[src])))])
-            batch = [augment(samples[i], cfg.size, rng, opts.augment) for i in idx]
+            batch = [augment(zoom_crop(samples[i], rng) if rng.random() < opts.zoom_crops
+                             else samples[i], cfg.size, rng, opts.augment) for i in idx]
             imgs = np.stack([b[0] for b in batch])
             gts = np.stack([b[1] for b in batch])
             valids = np.stack([b[2] for b in batch])
