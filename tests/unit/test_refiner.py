@@ -203,3 +203,67 @@ def test_auto_threads_leaves_busy_cores_alone():
     assert auto_threads(cores=2, load=1.0) == 1
     assert auto_threads(cores=2, load=5.0) == 1
     assert auto_threads(cores=16, load=3.2) == 13
+
+
+# -- the texture's gain --------------------------------------------------------------------------
+def test_gain_scales_the_drawn_texture_and_round_trips(refiner_dir, tmp_path):
+    import shutil
+
+    from usgen_desktop.synthesis.backends.refiner import load_refiner, refine
+
+    unet, cfg = load_refiner(refiner_dir)
+    assert cfg.gain == 1.0  # a fresh run is uncalibrated
+    img = np.full((40, 56), 120, np.uint8)
+    one = refine(unet, cfg, img, seed=5, steps=2, gain=1.0).astype(np.float32) - 120
+    two = refine(unet, cfg, img, seed=5, steps=2, gain=2.0).astype(np.float32) - 120
+    assert np.abs(one).mean() > 0.5
+    inside = (two > -120) & (two < 135)  # where the doubled texture is not clipped
+    assert inside.mean() > 0.5
+    assert np.abs(two - 2 * one)[inside].max() <= 1.0  # twice the texture, up to rounding
+    # the gain lives in the folder's config and is what refine uses by default
+    folder = tmp_path / "r"
+    shutil.copytree(refiner_dir, folder, ignore=shutil.ignore_patterns("checkpoints", "samples"))
+    d = json.loads((folder / "usgen_model.json").read_text())
+    d["recommended"]["gain"] = 2.0
+    (folder / "usgen_model.json").write_text(json.dumps(d))
+    unet2, cfg2 = load_refiner(folder)
+    assert cfg2.gain == 2.0 and cfg2.to_dict()["recommended"]["gain"] == 2.0
+    assert np.array_equal(refine(unet2, cfg2, img, seed=5, steps=2).astype(np.float32) - 120, two)
+    d["recommended"]["gain"] = 40.0
+    (folder / "usgen_model.json").write_text(json.dumps(d))
+    with pytest.raises(ModelError, match="invalid"):
+        load_refiner(folder)
+
+
+def test_calibrate_gain_finds_the_missing_fine_power():
+    import cv2
+
+    from usgen_desktop.synthesis.backends.refiner import calibrate_gain
+
+    rng = np.random.default_rng(0)
+    real = [np.clip(128 + 40 * rng.standard_normal((160, 200)), 0, 255).astype(np.uint8)
+            for _ in range(4)]
+    enlarged = [cv2.GaussianBlur(r, (0, 0), 3.0) for r in real]
+    # a refiner that draws half of the missing texture (in amplitude): the answer is a gain of 2
+    half = [np.clip(e + 0.5 * (r.astype(np.float32) - e) + 0.5, 0, 255).astype(np.uint8)
+            for r, e in zip(real, enlarged, strict=True)]
+    gain, info = calibrate_gain(real, enlarged, half)
+    assert 1.85 <= gain <= 2.15
+    assert info["finest_octave_ratio"]["1.0"] < 0.35  # a quarter of the power at gain 1
+    exact, _ = calibrate_gain(real, enlarged, real)
+    assert 0.95 <= exact <= 1.05
+
+
+def test_fine_tuning_a_refiner_keeps_its_gain(refiner_dir, tmp_path):
+    import shutil
+
+    from usgen_desktop.synthesis.backends.refiner import load_refiner
+    from usgen_desktop.synthesis.training.refiner import train_refiner
+
+    folder = tmp_path / "r"
+    shutil.copytree(refiner_dir, folder, ignore=shutil.ignore_patterns("checkpoints", "samples"))
+    d = json.loads((folder / "usgen_model.json").read_text())
+    d["recommended"]["gain"] = 1.35
+    (folder / "usgen_model.json").write_text(json.dumps(d))
+    train_refiner(_images(), tmp_path / "ft", _tiny_train_config(steps=2), init_from=folder)
+    assert load_refiner(tmp_path / "ft")[1].gain == 1.35

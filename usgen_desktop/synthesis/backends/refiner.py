@@ -59,6 +59,9 @@ class RefinerConfig:
     beta_schedule: str = "squaredcos_cap_v2"
     num_train_timesteps: int = 1000
     steps: int = 12  # sampler steps recommended
+    # the drawn texture times this: a few-step sampler of a small model draws the finest grain
+    # weaker than real (it regresses toward the mean); ``calibrate_gain`` measures by how much
+    gain: float = 1.0
     training: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,7 +74,7 @@ class RefinerConfig:
             "beta_schedule": self.beta_schedule,
             "num_train_timesteps": int(self.num_train_timesteps),
             "unshuffle": UNSHUFFLE,
-            "recommended": {"steps": int(self.steps)},
+            "recommended": {"steps": int(self.steps), "gain": float(self.gain)},
             "training": self.training,
         }
 
@@ -87,12 +90,15 @@ class RefinerConfig:
             beta_schedule=str(d.get("beta_schedule", "squaredcos_cap_v2")),
             num_train_timesteps=int(d.get("num_train_timesteps", 1000)),
             steps=int((d.get("recommended") or {}).get("steps", 8)),
+            gain=float((d.get("recommended") or {}).get("gain", 1.0)),
             training=dict(d.get("training", {})),
         )
         if min(cfg.base_size) < 8 or max(cfg.base_size) > 4096:
             raise ValueError(f"base size {cfg.base_size} is out of range")
         if not (np.isfinite(cfg.residual_scale) and cfg.residual_scale > 0):
             raise ValueError("residual_scale must be a positive number")
+        if not (np.isfinite(cfg.gain) and 0.25 <= cfg.gain <= 4.0):
+            raise ValueError("gain must be a number from 0.25 to 4")
         if int(d.get("unshuffle", UNSHUFFLE)) != UNSHUFFLE:
             raise ValueError(f"unshuffle must be {UNSHUFFLE}")
         return cfg
@@ -255,10 +261,12 @@ def refine(
     step: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
     keep: np.ndarray | None = None,
+    gain: float | None = None,
 ) -> np.ndarray:
     """Add the fine texture to an enlarged image (uint8 HxW, any size and aspect); returns uint8
     of the same size. Deterministic per ``seed``. ``keep`` (HxW bool) marks pixels left exactly as
-    they are (outside the probe's fan, say)."""
+    they are (outside the probe's fan, say). ``gain`` scales the drawn texture (default: the
+    config's calibrated gain)."""
     cancel = cancel or CancelToken()
     steps = int(steps or config.steps)
     if steps < 1:
@@ -281,8 +289,41 @@ def refine(
         out = from_unet(unet(inp, t).sample.float())
         x = scheduler.step(out, t, x).prev_sample
         step(Progress(i + 1, len(timesteps), f"refining, step {i + 1} of {len(timesteps)}"))
-    residual = x[0, 0, :h, :w].cpu().numpy() / float(config.residual_scale)
+    g = float(config.gain if gain is None else gain)
+    residual = x[0, 0, :h, :w].cpu().numpy() * (g / float(config.residual_scale))
     out = np.clip((padded[:h, :w] + residual + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
     if keep is not None:
         out = np.where(np.asarray(keep, bool), img.astype(np.uint8), out)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Calibration of the drawn texture's strength
+# --------------------------------------------------------------------------------------------
+GAINS = tuple(round(0.8 + 0.05 * k, 2) for k in range(25))  # 0.80 .. 2.00
+
+
+def calibrate_gain(real: Sequence[np.ndarray], enlarged: Sequence[np.ndarray],
+                   refined: Sequence[np.ndarray], seed: int = 0) -> tuple[float, dict[str, Any]]:
+    """The gain that gives refined images real power in the finest octave (¼–½ cycle per pixel).
+
+    ``enlarged`` are the refiner's inputs as the app makes them (the base model's output on
+    *training* label maps, enlarged), ``refined`` the refiner's answers at gain 1, ``real`` real
+    images of the same training set. The refiner draws grain in proportion to the detail of its
+    input; the base model's output is softer than the real images it learned from, so the pair
+    falls short of real power in the finest octave, and this measures by how much. Returns the
+    gain (one of ``GAINS``, the closest to real power) and the finest-octave ratio per gain."""
+    from usgen_desktop.evaluation.fullsize import octaves
+
+    if not real or len(enlarged) != len(refined) or not refined:
+        raise UsgenError("Calibrating the refiner needs real images and refined ones.")
+    crop = min(128, *(min(np.asarray(i).shape[:2]) for i in (*real, *refined)))
+    ratios = {}
+    for g in GAINS:
+        scaled = [np.clip(np.asarray(c, np.float32) + g * (np.asarray(o, np.float32)
+                                                           - np.asarray(c, np.float32)) + 0.5,
+                          0, 255).astype(np.uint8) for c, o in zip(enlarged, refined, strict=True)]
+        ratios[g] = float(octaves(real, scaled, crop=crop, seed=seed)["ratio"][-1])
+    best = min(GAINS, key=lambda g: abs(np.log(max(ratios[g], 1e-6))))
+    return float(best), {"finest_octave_ratio": {str(k): round(v, 4) for k, v in ratios.items()},
+                         "images": len(refined)}

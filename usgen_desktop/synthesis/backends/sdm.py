@@ -425,7 +425,9 @@ class SdmBackend:
             raise ModelError(
                 f"The texture refiner in '{folder}' has no weights: unet/{rf.WEIGHTS_NAME} is missing."
             )
-        key = ("refiner", str(weights.resolve()), weights.stat().st_mtime_ns, self.device,
+        cfg_file = folder / rf.CONFIG_NAME
+        key = ("refiner", str(weights.resolve()), weights.stat().st_mtime_ns,
+               cfg_file.stat().st_mtime_ns if cfg_file.is_file() else 0, self.device,
                str(self.dtype))
         with _CACHE_LOCK:
             cached = _CACHE.get(key)
@@ -436,7 +438,7 @@ class SdmBackend:
             with _CACHE_LOCK:
                 _CACHE[key] = cached
         self.refiner = cached[:2]
-        self.extra_provenance = {"refiner_hash": cached[2]}
+        self.extra_provenance = {"refiner_hash": cached[2], "refiner_gain": cached[1].gain}
 
     def _check(self, unet) -> None:
         want = 1 + len(self.config.label_ids)

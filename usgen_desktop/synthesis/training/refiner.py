@@ -158,8 +158,11 @@ def train_refiner(
         config = _with_arch(config, init_unet)
     else:
         scale = 1.0 / residual_std(imgs, base, config.seed)
+    # the texture's gain belongs to the pair (base model, refiner): a refiner fine-tuned from
+    # another keeps its calibration (scripts/calibrate_refiner.py measures it again)
     cfg = rf.RefinerConfig(base_size=base, residual_scale=round(float(scale), 4),
-                           steps=config.sample_steps)
+                           steps=config.sample_steps,
+                           gain=init_cfg.gain if init_unet is not None else 1.0)
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     unet = rf.build_unet(**config.arch())

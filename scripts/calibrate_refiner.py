@@ -1,0 +1,87 @@
+"""Calibrate the texture gain of a shipped model's refiner on *training*-split label maps.
+
+    .venv/bin/python scripts/calibrate_refiner.py --dataset busi [--maps 40] [--write]
+    .venv/bin/python scripts/calibrate_refiner.py --dataset hc18 [--maps 40] [--write]
+
+The base model draws each map (25 DPM++ steps, guidance 2, as the app does), the image is
+enlarged to the map's size, the refiner adds its texture at gain 1, and
+``refiner.calibrate_gain`` picks the gain that gives the finest octave (¼–½ cycle per pixel) real
+power against the training images themselves. ``--write`` stores it in the refiner's
+``usgen_model.json`` (``recommended.gain``, with the ratios under ``training.calibration``). The
+dev split is never looked at; ``benchmarks/bench_fullsize.py`` measures the result on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+MODELS = {"busi": ROOT / "models" / "sdm-default", "hc18": ROOT / "models" / "sdm-hc18"}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", choices=sorted(MODELS), required=True)
+    ap.add_argument("--model", type=Path, default=None, help="default: the shipped model")
+    ap.add_argument("--maps", type=int, default=40, help="training label maps to draw")
+    ap.add_argument("--write", action="store_true", help="store the gain in the refiner")
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+
+    from train_default import DATASETS, load_split
+    from usgen_desktop.synthesis.backends import refiner as rf
+    from usgen_desktop.synthesis.backends.sdm import (
+        SdmBackend,
+        model_to_uint8,
+        resize_image,
+        sample,
+    )
+    from usgen_desktop.synthesis.request import seed_for
+
+    torch.set_num_threads(1)
+    model = args.model or MODELS[args.dataset]
+    _schema, docs, train, _dev = load_split(DATASETS[args.dataset][0], 0, args.dataset)
+    step = max(1, len(train) // args.maps)
+    picked = [docs[i] for i in train][::step][:args.maps]
+    backend = SdmBackend(model, device="cpu", steps=25, refine=False)
+    folder = rf.find_refiner(Path(model))
+    unet, cfg = rf.load_refiner(folder)
+    sid = getattr(backend.config.schema, "sector_id", None)
+    real, enlarged, refined = [], [], []
+    t0 = time.time()
+    for i, d in enumerate(picked):
+        s = seed_for(7, i)
+        x = sample(backend.unet, backend.config, backend.condition(d.labels)[None],
+                   [backend.config.class_index(d.tags.get("class"))], [s], steps=25, guidance=2.0)
+        base = resize_image(model_to_uint8(x[0]), d.labels.shape)
+        keep = d.labels.data == 0 if sid is not None and sid in backend.config.label_ids else None
+        refined.append(rf.refine(unet, cfg, base, s, gain=1.0, keep=keep))
+        enlarged.append(base)
+        real.append(d.image.to_uint8())
+        print(f"  {i + 1}/{len(picked)} {d.name} ({time.time() - t0:.0f} s)", flush=True)
+    gain, info = rf.calibrate_gain(real, enlarged, refined)
+    print(json.dumps({"gain": gain, **info}, indent=1))
+    if args.write:
+        path = folder / rf.CONFIG_NAME
+        d = json.loads(path.read_text(encoding="utf-8"))
+        d.setdefault("recommended", {})["gain"] = gain
+        d.setdefault("training", {})["calibration"] = {
+            "gain": gain, "maps": len(picked), "split": "train", **info,
+            "how": "scripts/calibrate_refiner.py: base 25 DPM++ steps, guidance 2, refiner at gain 1"}
+        path.write_text(json.dumps(d, indent=2) + "\n", encoding="utf-8")
+        rf.RefinerConfig.from_dict(d)  # still a valid config
+        print(f"wrote gain {gain} into {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
