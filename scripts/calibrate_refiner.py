@@ -34,10 +34,9 @@ def main() -> int:
     ap.add_argument("--write", action="store_true", help="store the gain in the refiner")
     args = ap.parse_args()
 
-    import numpy as np
     import torch
-
     from train_default import DATASETS, load_split
+
     from usgen_desktop.synthesis.backends import refiner as rf
     from usgen_desktop.synthesis.backends.sdm import (
         SdmBackend,
