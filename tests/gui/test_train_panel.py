@@ -381,7 +381,7 @@ def test_texture_refiner_trains_into_a_whole_model_folder(qtbot, tmp_path):
     qtbot.addWidget(window)
     panel = train.install(window)
     panel.kind.setCurrentIndex(panel.kind.findData("refiner"))
-    assert panel.start_from.isVisibleTo(panel) and not panel.sample_every.isVisibleTo(panel)
+    assert panel.start_from.isVisibleTo(panel) and panel.sample_every.isVisibleTo(panel)
     at = panel.start_from.count() - 1
     panel.start_from.insertItem(at, "base", str(base))
     panel.start_from.setCurrentIndex(at)
@@ -390,11 +390,13 @@ def test_texture_refiner_trains_into_a_whole_model_folder(qtbot, tmp_path):
     panel.size.setCurrentIndex(panel.size.findData(64))
     panel.steps.setValue(2)
     panel.batch.setValue(2)
+    panel.sample_every.setValue(2)
     handle = panel.train()
     assert handle is not None
     with qtbot.waitSignal(handle.finished, timeout=120_000):
         pass
     assert not window.errors
+    assert panel.samples.image() is not None  # enlarged | refined | real crops
     assert (out / "usgen_model.json").is_file() and (out / "unet").is_dir()
     assert (out / "refiner" / "usgen_model.json").is_file()
     assert handle.result.step == 2 and handle.result.model_dir == out

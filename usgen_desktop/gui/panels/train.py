@@ -149,6 +149,8 @@ def train_task(
         prev = p.preview if isinstance(p.preview, dict) else {}
         if prev.get("loss") is not None:
             history.append(int(prev.get("step", p.done)), float(prev["loss"]))
+        if prev.get("sample") is not None and on_sample is not None:  # the refiner's grids
+            on_sample((int(prev.get("step", p.done)), prev["sample"]))
         progress(Progress(p.done, p.total, p.message))
 
     if job.kind in SD_KINDS:
@@ -196,6 +198,7 @@ def _train_refiner(job: TrainJob, triples: list, schema: Any, progress: Progress
     side = int(read_config(out).size[0])
     cfg = RefinerTrainConfig(base_size=side, patch=int(job.size), steps=job.steps,
                              batch=job.batch, device=job.device,
+                             sample_every=job.sample_every,
                              checkpoint_every=max(1, min(250, job.steps)))
     start = find_refiner(Path(base_dir)) if job.init_from is not None else None
     images = [t[0] for t in triples]
@@ -454,7 +457,7 @@ class TrainPanel(QWidget):
             self.steps.setValue(steps)
             self.batch.setValue(batch)
         for field, visible in ((self.start_from, kind in ("sdm", "refiner")),
-                               (self.sample_every, kind == "sdm"),
+                               (self.sample_every, kind in ("sdm", "refiner")),
                                (self._base_row, sd), (self._cn_row, sd),
                                (self.lora_rank, sd), (self.token, kind == "lora")):
             field.setVisible(visible)
