@@ -149,7 +149,8 @@ def train_task(
         prev = p.preview if isinstance(p.preview, dict) else {}
         if prev.get("loss") is not None:
             history.append(int(prev.get("step", p.done)), float(prev["loss"]))
-        if prev.get("sample") is not None and on_sample is not None:  # the refiner's grids
+        if job.kind == "refiner" and prev.get("sample") is not None and on_sample is not None:
+            # the refiner's grids ride on the preview (train_sdm hands its own to on_sample)
             on_sample((int(prev.get("step", p.done)), prev["sample"]))
         progress(Progress(p.done, p.total, p.message))
 
