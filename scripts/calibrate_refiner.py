@@ -37,48 +37,24 @@ def main() -> int:
     import torch
     from train_default import DATASETS, load_split
 
-    from usgen_desktop.synthesis.backends import refiner as rf
-    from usgen_desktop.synthesis.backends.sdm import (
-        SdmBackend,
-        model_to_uint8,
-        resize_image,
-        sample,
-    )
-    from usgen_desktop.synthesis.request import seed_for
+    from usgen_desktop.synthesis.training.refiner import calibrate_model
 
     torch.set_num_threads(1)
     model = args.model or MODELS[args.dataset]
     _schema, docs, train, _dev = load_split(DATASETS[args.dataset][0], 0, args.dataset)
     step = max(1, len(train) // args.maps)
     picked = [docs[i] for i in train][::step][:args.maps]
-    backend = SdmBackend(model, device="cpu", steps=25, refine=False)
-    folder = rf.find_refiner(Path(model))
-    unet, cfg = rf.load_refiner(folder)
-    sid = getattr(backend.config.schema, "sector_id", None)
-    real, enlarged, refined = [], [], []
     t0 = time.time()
-    for i, d in enumerate(picked):
-        s = seed_for(7, i)
-        x = sample(backend.unet, backend.config, backend.condition(d.labels)[None],
-                   [backend.config.class_index(d.tags.get("class"))], [s], steps=25, guidance=2.0)
-        base = resize_image(model_to_uint8(x[0]), d.labels.shape)
-        keep = d.labels.data == 0 if sid is not None and sid in backend.config.label_ids else None
-        refined.append(rf.refine(unet, cfg, base, s, gain=1.0, keep=keep))
-        enlarged.append(base)
-        real.append(d.image.to_uint8())
-        print(f"  {i + 1}/{len(picked)} {d.name} ({time.time() - t0:.0f} s)", flush=True)
-    gain, info = rf.calibrate_gain(real, enlarged, refined)
+
+    def tick(p) -> None:
+        print(f"  {p.message} ({time.time() - t0:.0f} s)", flush=True)
+
+    gain, info = calibrate_model(
+        model, [(d.image.to_uint8(), d.labels, d.tags.get("class")) for d in picked], seed=7,
+        progress=tick, write=args.write)
     print(json.dumps({"gain": gain, **info}, indent=1))
     if args.write:
-        path = folder / rf.CONFIG_NAME
-        d = json.loads(path.read_text(encoding="utf-8"))
-        d.setdefault("recommended", {})["gain"] = gain
-        d.setdefault("training", {})["calibration"] = {
-            "gain": gain, "maps": len(picked), "split": "train", **info,
-            "how": "scripts/calibrate_refiner.py: base 25 DPM++ steps, guidance 2, refiner at gain 1"}
-        path.write_text(json.dumps(d, indent=2) + "\n", encoding="utf-8")
-        rf.RefinerConfig.from_dict(d)  # still a valid config
-        print(f"wrote gain {gain} into {path}")
+        print(f"wrote gain {gain} into {model}/refiner/usgen_model.json")
     return 0
 
 

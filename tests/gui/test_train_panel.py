@@ -399,6 +399,13 @@ def test_texture_refiner_trains_into_a_whole_model_folder(qtbot, tmp_path):
     assert panel.samples.image() is not None  # enlarged | refined | real crops
     assert (out / "usgen_model.json").is_file() and (out / "unet").is_dir()
     assert (out / "refiner" / "usgen_model.json").is_file()
+    # the new pair's texture gain was calibrated on the project's labelled images
+    import json
+
+    ref_cfg = json.loads((out / "refiner" / "usgen_model.json").read_text())
+    cal = ref_cfg["training"]["calibration"]
+    assert cal["maps"] == 2 and ref_cfg["recommended"]["gain"] == cal["gain"]
+    assert 0.8 <= cal["gain"] <= 2.0 and len(cal["finest_octave_ratio"]) > 10
     assert handle.result.step == 2 and handle.result.model_dir == out
     assert len(panel.plot.history) == 2
 
@@ -410,6 +417,7 @@ def test_texture_refiner_trains_into_a_whole_model_folder(qtbot, tmp_path):
     res = run(GenerationRequest([LabelMap(lab)], load_preset("busi"), backend="sdm",
                                 model_dir=str(out), classes=["benign"], steps=2, device="cpu"))
     assert len(res[0].provenance["refiner_hash"]) == 16
+    assert res[0].provenance["refiner_gain"] == cal["gain"]
 
 
 def test_all_gpus_choice_launches_torchrun_and_hides_without_gpus(qtbot, tmp_path, monkeypatch):

@@ -206,6 +206,15 @@ def _train_refiner(job: TrainJob, triples: list, schema: Any, progress: Progress
     result = train_refiner(images, out / SUBFOLDER, cfg, progress=progress, cancel=cancel,
                            resume=job.resume, init_from=start if not job.resume else None,
                            info={"data": "the images of the Train dock's source"})
+    if not result.cancelled:
+        # the texture's gain belongs to this pair (base model, refiner): measured on up to 12
+        # of the training images with their label maps (about 5 s each on a CPU)
+        from usgen_desktop.synthesis.devices import pick_device
+        from usgen_desktop.synthesis.training.refiner import calibrate_model
+
+        pick = np.random.default_rng(0).permutation(len(triples))[:12]
+        calibrate_model(out, [triples[int(i)] for i in pick], device=pick_device(cfg.device),
+                        progress=progress, cancel=cancel)
     meta_path = out / "usgen_model.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta.setdefault("training", {})["refiner"] = f"trained in the app from {Path(base_dir).name}"

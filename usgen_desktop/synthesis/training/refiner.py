@@ -307,3 +307,63 @@ def export_checkpoint(ckpt: Path, dest: Path, use_ema: bool = True, info: dict |
                                                        else "model.safetensors"))))
     rf.save_refiner(unet, cfg, Path(dest))
     return Path(dest)
+
+
+def calibrate_model(model_dir: Path, examples: Sequence[tuple[np.ndarray, Any, str | None]],
+                    seed: int = 0, steps: int = 25, guidance: float = 2.0, device: str = "cpu",
+                    progress: ProgressFn = no_progress, cancel: CancelToken | None = None,
+                    write: bool = True) -> tuple[float, dict[str, Any]]:
+    """Calibrate the texture gain of the refiner in the sdm model folder ``model_dir``.
+
+    ``examples`` are (real image, label map, class) of the *training* set: the base model draws
+    each label map as the app does, the image is enlarged, the refiner adds its texture at gain
+    1, and ``refiner.calibrate_gain`` picks the gain that gives the finest octave real power
+    against the real images. ``write`` stores it (``recommended.gain``) in the refiner."""
+    import json
+
+    from usgen_desktop.core.labels import LabelMap
+    from usgen_desktop.synthesis.backends import refiner as rf
+    from usgen_desktop.synthesis.backends.sdm import (
+        SdmBackend,
+        model_to_uint8,
+        resize_image,
+        sample,
+    )
+    from usgen_desktop.synthesis.request import seed_for
+
+    cancel = cancel or CancelToken()
+    if not examples:
+        raise DatasetError("Calibrating the refiner needs labelled training images.")
+    backend = SdmBackend(Path(model_dir), device=device, steps=steps, refine=False)
+    folder = rf.find_refiner(Path(model_dir))
+    if folder is None:
+        raise UsgenError(f"The model folder '{model_dir}' has no texture refiner to calibrate.")
+    unet, cfg = rf.load_refiner(folder)
+    unet = unet.to(device)
+    sid = getattr(backend.config.schema, "sector_id", None)
+    real, enlarged, refined = [], [], []
+    for i, (img, lab, klass) in enumerate(examples):
+        cancel.raise_if_cancelled()
+        lm = lab if isinstance(lab, LabelMap) else LabelMap(np.asarray(lab, np.uint8))
+        s = seed_for(seed, i)
+        x = sample(backend.unet, backend.config, backend.condition(lm)[None],
+                   [backend.config.class_index(klass)], [s], steps=steps, guidance=guidance,
+                   device=device, dtype=backend.dtype)
+        base = resize_image(model_to_uint8(x[0]), lm.shape)
+        keep = lm.data == 0 if sid is not None and sid in backend.config.label_ids else None
+        refined.append(rf.refine(unet, cfg, base, s, gain=1.0, keep=keep, device=device))
+        enlarged.append(base)
+        real.append(_gray(np.asarray(img)))
+        progress(Progress(i + 1, len(examples),
+                          f"calibrating the texture, image {i + 1} of {len(examples)}"))
+    gain, info = rf.calibrate_gain(real, enlarged, refined)
+    if write:
+        path = folder / rf.CONFIG_NAME
+        d = json.loads(path.read_text(encoding="utf-8"))
+        d.setdefault("recommended", {})["gain"] = gain
+        d.setdefault("training", {})["calibration"] = {
+            "gain": gain, "maps": len(examples), **info,
+            "how": f"base {steps} DPM++ steps, guidance {guidance}, refiner at gain 1"}
+        rf.RefinerConfig.from_dict(d)  # still a valid config before it is written
+        path.write_text(json.dumps(d, indent=2) + "\n", encoding="utf-8")
+    return gain, info
