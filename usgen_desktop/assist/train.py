@@ -35,6 +35,7 @@ from usgen_desktop.assist.data import Sample, augment, zoom_crop
 from usgen_desktop.assist.model import AssistConfig, AssistNet, load_model, save_model
 from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn, no_progress
 from usgen_desktop.errors import Cancelled, DatasetError
+from usgen_desktop.synthesis.training.sdm import optimizer_tensors, restore_optimizer
 
 CKPT = "checkpoint"
 
@@ -117,14 +118,9 @@ def _save_checkpoint(out_dir: Path, model: AssistNet, opt: torch.optim.Optimizer
     tmp = out_dir / (CKPT + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_model(model, tmp)
-    osd = opt.state_dict()
-    tensors = {}
-    for pid, st in osd["state"].items():
-        for name, val in st.items():
-            t = val if torch.is_tensor(val) else torch.tensor(val)
-            tensors[f"{pid}.{name}"] = t.detach().contiguous().cpu()
+    tensors, groups = optimizer_tensors(opt)
     save_file(tensors, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(dict(state, param_groups=osd["param_groups"])),
+    (tmp / "state.json").write_text(json.dumps(dict(state, param_groups=groups)),
                                     encoding="utf-8")
     old = out_dir / (CKPT + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -141,12 +137,8 @@ def _load_checkpoint(out_dir: Path, opt_factory) -> tuple[AssistNet, Any, dict[s
     model = load_model(ck).train()
     opt = opt_factory(model)
     state = json.loads((ck / "state.json").read_text(encoding="utf-8"))
-    flat = load_file(str(ck / "optimizer.safetensors"))
-    ostate: dict[int, dict[str, Any]] = {}
-    for key, val in flat.items():
-        pid, name = key.split(".", 1)
-        ostate.setdefault(int(pid), {})[name] = val
-    opt.load_state_dict({"state": ostate, "param_groups": state.pop("param_groups")})
+    restore_optimizer(opt, load_file(str(ck / "optimizer.safetensors")),
+                      state.pop("param_groups"))
     return model, opt, state
 
 

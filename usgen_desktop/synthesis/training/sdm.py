@@ -120,6 +120,29 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def optimizer_tensors(opt) -> tuple[dict[str, Any], list]:
+    """An optimizer's state as flat tensors for safetensors (``"<param id>.<name>"``) and its
+    param groups (JSON). :func:`restore_optimizer` undoes it."""
+    import torch
+
+    osd = opt.state_dict()
+    tensors = {}
+    for pid, st in osd["state"].items():
+        for name, val in st.items():
+            t = val if torch.is_tensor(val) else torch.tensor(val)
+            tensors[f"{pid}.{name}"] = t.detach().contiguous().cpu()
+    return tensors, osd["param_groups"]
+
+
+def restore_optimizer(opt, flat: dict[str, Any], param_groups: list) -> None:
+    """Load into ``opt`` what :func:`optimizer_tensors` wrote."""
+    ostate: dict[int, dict[str, Any]] = {}
+    for key, val in flat.items():
+        pid, name = key.split(".", 1)
+        ostate.setdefault(int(pid), {})[name] = val
+    opt.load_state_dict({"state": ostate, "param_groups": param_groups})
+
+
 def write_checkpoint(out_dir: Path, step: int, weights: dict[str, dict], opt, tgen, rng,
                      state: dict, keep: int) -> Path:
     """Write ``out_dir/checkpoints/step_NNNNNNN/``: each of ``weights`` (file stem -> state
@@ -138,17 +161,11 @@ def write_checkpoint(out_dir: Path, step: int, weights: dict[str, dict], opt, tg
     for stem, sd in weights.items():
         save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()},
                   str(tmp / f"{stem}.safetensors"))
-    osd = opt.state_dict()
-    tensors = {}
-    for pid, st in osd["state"].items():
-        for name, val in st.items():
-            t = val if torch.is_tensor(val) else torch.tensor(val)
-            tensors[f"{pid}.{name}"] = t.detach().contiguous().cpu()
+    tensors, groups = optimizer_tensors(opt)
     save_file(tensors, str(tmp / "optimizer.safetensors"))
     save_file({"torch_generator": tgen.get_state(), "torch_global": torch.get_rng_state()},
               str(tmp / "rng.safetensors"))
-    full = dict(state, step=step, numpy_rng=rng.bit_generator.state,
-                param_groups=osd["param_groups"])
+    full = dict(state, step=step, numpy_rng=rng.bit_generator.state, param_groups=groups)
     (tmp / "state.json").write_text(json.dumps(full), encoding="utf-8")
     if final.exists():
         shutil.rmtree(final)
@@ -169,12 +186,7 @@ def read_checkpoint(path: Path, opt, tgen) -> dict:
     from safetensors.torch import load_file
 
     state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    flat = load_file(str(path / "optimizer.safetensors"))
-    ostate: dict[int, dict[str, Any]] = {}
-    for key, val in flat.items():
-        pid, name = key.split(".", 1)
-        ostate.setdefault(int(pid), {})[name] = val
-    opt.load_state_dict({"state": ostate, "param_groups": state["param_groups"]})
+    restore_optimizer(opt, load_file(str(path / "optimizer.safetensors")), state["param_groups"])
     rng = load_file(str(path / "rng.safetensors"))
     tgen.set_state(rng["torch_generator"])
     torch.set_rng_state(rng["torch_global"])
