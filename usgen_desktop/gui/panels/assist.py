@@ -21,10 +21,8 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QLineEdit,
     QMainWindow,
-    QPushButton,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -33,7 +31,7 @@ from PySide6.QtWidgets import (
 
 from usgen_desktop.core.tasks import CancelToken, ProgressFn
 from usgen_desktop.errors import DatasetError, UsgenError
-from usgen_desktop.gui.panels.common import tight_row
+from usgen_desktop.gui.panels.common import run_and_use_buttons, tight_row
 from usgen_desktop.gui.smart_tool import SmartTool, default_model_dir
 from usgen_desktop.gui.worker import TaskHandle, TaskProgressWidget, report_error, run_task
 
@@ -103,17 +101,11 @@ class AssistTrainBox(QGroupBox):
         form.addRow("Model folder", tight_row(self.out_dir, pick))
         form.addRow("Steps", self.steps)
         form.addRow("", self.resume)
-        self.train_button = QPushButton("Fine-tune on this project")
+        self.train_button, self.use_button, buttons = run_and_use_buttons(
+            "Fine-tune on this project", "Use this model",
+            "The Smart tool switches to the model this run saved", self.train, self.use)
         self.train_button.setToolTip("Learn from the masks painted or corrected in the open "
                                      "project, starting from the model the Smart tool uses")
-        self.train_button.clicked.connect(self.train)
-        self.use_button = QPushButton("Use this model")
-        self.use_button.setToolTip("The Smart tool switches to the model this run saved")
-        self.use_button.setEnabled(False)
-        self.use_button.clicked.connect(self.use)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.train_button, 1)
-        buttons.addWidget(self.use_button)
         self.progress = TaskProgressWidget()
         lay = QVBoxLayout(self)
         lay.addLayout(form)

@@ -23,11 +23,9 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QMainWindow,
-    QPushButton,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -38,7 +36,7 @@ from usgen_desktop.core.tasks import CancelToken, Progress, ProgressFn
 from usgen_desktop.errors import DatasetError, UsgenError
 from usgen_desktop.gui.gallery import ImagePane
 from usgen_desktop.gui.loss_plot import LossHistory, LossPlot
-from usgen_desktop.gui.panels.common import tight_row
+from usgen_desktop.gui.panels.common import run_and_use_buttons, tight_row
 from usgen_desktop.gui.worker import TaskHandle, TaskProgressWidget, report_error, run_task
 
 PROJECT_SOURCE = "project"
@@ -383,15 +381,9 @@ class TrainPanel(QWidget):
         form.addRow("", self.resume)
         form.addRow("", self.resume_hint)
 
-        self.train_button = QPushButton("Train")
-        self.train_button.clicked.connect(self.train)
-        self.use_button = QPushButton("Use in Generate")
-        self.use_button.setToolTip("Generate with the model this run saved")
-        self.use_button.setEnabled(False)
-        self.use_button.clicked.connect(self.use_in_generate)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.train_button, 1)
-        buttons.addWidget(self.use_button)
+        self.train_button, self.use_button, buttons = run_and_use_buttons(
+            "Train", "Use in Generate", "Generate with the model this run saved", self.train,
+            self.use_in_generate)
         self.progress = TaskProgressWidget()
         self.plot = LossPlot()
         self.log_y = QCheckBox("Log scale")
