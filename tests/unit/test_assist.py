@@ -360,3 +360,31 @@ def test_training_with_zoom_crops_marks_the_model_for_zoom_in(tmp_path):
     train_assist(tiny_samples(), tmp_path / "n", TrainOptions(steps=2, batch=2, zoom_crops=0.0),
                  AssistConfig(**TINY))
     assert not load_model(tmp_path / "n").config.zoom_in
+
+
+def test_flip_average_answers_a_mirrored_image_with_the_mirrored_mask(tmp_path):
+    from usgen_desktop.assist.model import AssistConfig, build_model, load_model, save_model
+    from usgen_desktop.assist.predict import AssistSession
+
+    torch.manual_seed(2)
+    model = build_model(AssistConfig(**TINY, flip_average=True)).eval()
+    img, _m = lesion_pair(60, 90)  # not square: the letterbox pads below, the mirror stays inside
+    mirrored = np.ascontiguousarray(img[:, ::-1])
+    clicks = [Click(30, 25, True), Click(70, 40, False)]
+    flipped = [Click(89 - c.x, c.y, c.inside) for c in clicks]
+
+    def probs(session, cl):
+        box, _grid, valid = session._view(None)
+        ih, iw = box.inner
+        return session.probabilities(cl, np.zeros_like(valid))[:ih, :iw]
+
+    a = probs(AssistSession(model, img), clicks)
+    b = probs(AssistSession(model, mirrored), flipped)
+    np.testing.assert_allclose(a, b[:, ::-1], atol=1e-5)  # equivariant by construction
+    plain = AssistSession(model, img, flip_average=False)
+    c = probs(plain, clicks)
+    d = probs(AssistSession(model, mirrored, flip_average=False), flipped)
+    assert np.abs(c - d[:, ::-1]).max() > 1e-3  # a random network alone is not
+    np.testing.assert_allclose(a, 0.5 * (c + d[:, ::-1]), atol=1e-5)
+    save_model(model, tmp_path / "m")
+    assert load_model(tmp_path / "m").config.flip_average

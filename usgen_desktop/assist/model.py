@@ -32,6 +32,9 @@ class AssistConfig:
     click_radius: float = 5.0  # disk radius of a click on the grid (pixels)
     threshold: float = 0.5  # probability above which a pixel is in the mask
     zoom_in: bool = False  # after the first click, look at a crop around the answer (trained so)
+    # average each answer with that of the left-right mirrored view (a folder that does not say
+    # so keeps the single view it was measured with)
+    flip_average: bool = True
     training: dict[str, Any] = field(default_factory=dict)  # provenance, free-form
 
     def to_json(self) -> dict[str, Any]:
@@ -44,6 +47,7 @@ class AssistConfig:
         return cls(size=int(d["size"]), channels=tuple(int(c) for c in d["channels"]),
                    click_radius=float(d["click_radius"]), threshold=float(d["threshold"]),
                    zoom_in=bool(d.get("zoom_in", False)),
+                   flip_average=bool(d.get("flip_average", False)),
                    training=dict(d.get("training", {})))
 
 

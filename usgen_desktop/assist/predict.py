@@ -26,18 +26,23 @@ class AssistSession:
 
     With a model trained for it (``config.zoom_in``), every click after the first looks at a crop
     around the last answer and all clicks (RITM's zoom-in), so a small lesion fills the grid; the
-    first click, and any answer that covers most of the image, use the whole image."""
+    first click, and any answer that covers most of the image, use the whole image. With
+    ``flip_average`` each answer is the mean of the network's probabilities for the view and for
+    its left-right mirror image (one batch of two; test-time augmentation)."""
 
     model: AssistNet
     image: np.ndarray  # (h, w) any dtype; converted to grayscale uint8
     clicks: list[Click] = field(default_factory=list)
     keep_clicked: bool = True  # drop blobs that hold no inside click (see keep_clicked_parts)
     zoom_in: bool | None = None  # None: as the model's config says
+    flip_average: bool | None = None  # None: as the model's config says
 
     def __post_init__(self) -> None:
         self._gray = to_gray_u8(self.image)
         if self.zoom_in is None:
             self.zoom_in = bool(getattr(self.model.config, "zoom_in", False))
+        if self.flip_average is None:
+            self.flip_average = bool(getattr(self.model.config, "flip_average", False))
         self._views: dict[tuple[int, int, int, int] | None, tuple[Letterbox, np.ndarray,
                                                                     np.ndarray]] = {}
         self.box, self._grid, self._valid = self._view(None)
@@ -66,9 +71,19 @@ class AssistSession:
             clicks = [Click(c.x - roi[0], c.y - roi[1], c.inside) for c in clicks]
         pos, neg = click_maps(clicks, box, self.model.config.click_radius)
         x = np.stack([grid, pos, neg, prev_grid, valid])[None]
+        ih, iw = box.inner
+        if self.flip_average:  # the image mirrored left-right inside its letterbox, batched
+            mirrored = x.copy()
+            mirrored[..., :ih, :iw] = x[..., :ih, :iw][..., ::-1]
+            x = np.concatenate([x, mirrored])
         with torch.inference_mode():
-            logits = self.model(torch.from_numpy(x).to(self.device))
-        return torch.sigmoid(logits[0, 0]).float().cpu().numpy()
+            prob = torch.sigmoid(self.model(torch.from_numpy(x).to(self.device))[:, 0])
+        prob = prob.float().cpu().numpy()
+        if not self.flip_average:
+            return prob[0]
+        out = prob[0].copy()
+        out[:ih, :iw] = 0.5 * (prob[0][:ih, :iw] + prob[1][:ih, :iw][:, ::-1])
+        return out
 
     def add_click(self, click: Click) -> np.ndarray:
         """Add a click; the new mask (bool, image size)."""
