@@ -42,6 +42,11 @@ def main() -> int:
     ap.add_argument("--channels", default="16,32,48,64,96")
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start from this model folder (a second stage with a fresh schedule)")
+    ap.add_argument("--max-corrections", type=int, default=None,
+                    help="most simulated correction passes before the trained one (default 3)")
+    ap.add_argument("--zoom-crops", type=float, default=None,
+                    help="share of samples cropped around the object, the zoom-in's view "
+                         "(default 0.5)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--export", type=Path, default=None,
                     help="copy the run's model folder (weights + json) here and stop")
@@ -74,7 +79,9 @@ def main() -> int:
                                     "held_out": {k: str(v.relative_to(ROOT))
                                                  for k, v in SPLITS.items()}})
     options = TrainOptions(steps=args.steps, batch=args.batch, lr=args.lr,
-                           time_budget_s=args.time_budget, checkpoint_every=100)
+                           time_budget_s=args.time_budget, checkpoint_every=100,
+                           **{k: v for k, v in (("max_corrections", args.max_corrections),
+                                                ("zoom_crops", args.zoom_crops)) if v is not None})
     last = [time.time()]
 
     def progress(p) -> None:
