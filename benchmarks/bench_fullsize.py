@@ -8,11 +8,12 @@ texture refiner, on the shipped models.
     .venv/bin/python benchmarks/bench_fullsize.py speed --repeats 3
 
 Realism: each dev label map is generated once by the base model (the shipped settings: 25
-DPM++ steps, guidance 2, the item's seed); "before" is that image enlarged as the app did before
-the refiner (bicubic), "after" is the same image refined, so the two differ only by the second
-stage. Both are measured against the real dev images by ``evaluation.fullsize`` (a critic on
-native-resolution crops, power per octave up to ¼–½ cycle per pixel), beside the control: real
-images sent through the app's resize path. A figure puts real | before | after side by side per
+DPM++ steps, the model's recommended guidance unless --guidance says otherwise, the item's
+seed); "before" is that image enlarged as the app did before the refiner (bicubic), "after" is
+the same image refined, so the two differ only by the second stage. Both are measured against
+the real dev images by ``evaluation.fullsize`` (a critic on native-resolution crops, power per
+octave up to ¼–½ cycle per pixel), beside the control: real images sent through the app's
+resize path. A figure puts real | before | after side by side per
 class, whole and as 1:1 crops; it holds dataset pixels, so it is written under --out only.
 """
 
@@ -150,7 +151,13 @@ def realism(args) -> int:
         step = len(docs) / args.limit
         docs = [docs[int(i * step)] for i in range(args.limit)]
     print(f"{args.dataset}: {len(docs)} dev label maps", flush=True)
-    pairs, np = generate_pairs(MODELS[args.dataset], docs, refiner_dir=args.refiner,
+    from usgen_desktop.synthesis.request import model_recommendations
+
+    guidance = args.guidance if args.guidance is not None else float(
+        model_recommendations(str(MODELS[args.dataset])).get("guidance", 2.0))
+    print(f"guidance {guidance}", flush=True)
+    pairs, np = generate_pairs(MODELS[args.dataset], docs, guidance=guidance,
+                               refiner_dir=args.refiner,
                                after_model=args.after_model, refine_steps=args.refine_steps,
                                skip_before=args.skip_before)
     real = [d.image.to_uint8() for d in docs]
@@ -159,7 +166,7 @@ def realism(args) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {"dataset": args.dataset, "n": len(docs), "model": MODELS[args.dataset].name,
-              "threads": args.threads,
+              "threads": args.threads, "guidance": guidance,
               "seconds_base_median": statistics.median(p[2] for p in pairs),
               "seconds_refine_median": statistics.median(p[3] for p in pairs)}
     for name, k in (("before", 0), ("after", 1)):
@@ -272,6 +279,8 @@ def main() -> int:
     r.add_argument("--after-model", type=Path, default=None,
                    help="a new base sdm model for the 'after' images (default: the same base)")
     r.add_argument("--refine-steps", type=int, default=None)
+    r.add_argument("--guidance", type=float, default=None,
+                   help="default: the model's recommended guidance, as the app uses")
     r.add_argument("--skip-before", action="store_true",
                    help="measure the 'after' images only (the 'before' ones depend on the base "
                    "model and seeds alone, so an earlier run's figures stand)")

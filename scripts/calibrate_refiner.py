@@ -3,10 +3,11 @@
     .venv/bin/python scripts/calibrate_refiner.py --dataset busi [--maps 40] [--write]
     .venv/bin/python scripts/calibrate_refiner.py --dataset hc18 [--maps 40] [--write]
 
-The base model draws each map (25 DPM++ steps, guidance 2, as the app does), the image is
-enlarged to the map's size, the refiner adds its texture at gain 1, and
+The base model draws each map (25 DPM++ steps at the model's recommended guidance, as the app
+does), the image is enlarged to the map's size, the refiner adds its texture at gain 1, and
 ``refiner.calibrate_gain`` picks the gain that gives the finest octave (¼–½ cycle per pixel) real
-power against the training images themselves. ``--write`` stores it in the refiner's
+power against the training images themselves. Run it after ``calibrate_guidance.py``: a lower
+guidance draws a softer layout, which wants more gain. ``--write`` stores it in the refiner's
 ``usgen_model.json`` (``recommended.gain``, with the ratios under ``training.calibration``). The
 dev split is never looked at; ``benchmarks/bench_fullsize.py`` measures the result on it.
 """

@@ -267,3 +267,29 @@ def test_fine_tuning_a_refiner_keeps_its_gain(refiner_dir, tmp_path):
     (folder / "usgen_model.json").write_text(json.dumps(d))
     train_refiner(_images(), tmp_path / "ft", _tiny_train_config(steps=2), init_from=folder)
     assert load_refiner(tmp_path / "ft")[1].gain == 1.35
+
+
+def test_calibrating_the_gain_draws_at_the_models_recommended_guidance(sdm_with_refiner,
+                                                                       tmp_path):
+    import shutil
+
+    from usgen_desktop.synthesis.backends.refiner import load_refiner
+    from usgen_desktop.synthesis.training.refiner import calibrate_model
+
+    folder = tmp_path / "m"
+    shutil.copytree(sdm_with_refiner, folder)
+    d = json.loads((folder / "usgen_model.json").read_text())
+    d["recommended"] = {"guidance": 1.5, "steps": 2}
+    (folder / "usgen_model.json").write_text(json.dumps(d))
+    examples = []
+    for img in _images(3):
+        lab = np.zeros(img.shape[:2], np.uint8)
+        lab[10:30, 10:40] = 1
+        examples.append((img, lab, "benign"))
+    gain, _info = calibrate_model(folder, examples, steps=2)
+    cal = json.loads((folder / "refiner" / "usgen_model.json").read_text())["training"]
+    assert "guidance 1.5" in cal["calibration"]["how"]  # what the app draws with, not 2
+    assert load_refiner(folder / "refiner")[1].gain == gain
+    calibrate_model(folder, examples, steps=2, guidance=3.0, write=True)
+    cal = json.loads((folder / "refiner" / "usgen_model.json").read_text())["training"]
+    assert "guidance 3.0" in cal["calibration"]["how"]

@@ -310,7 +310,8 @@ def export_checkpoint(ckpt: Path, dest: Path, use_ema: bool = True, info: dict |
 
 
 def calibrate_model(model_dir: Path, examples: Sequence[tuple[np.ndarray, Any, str | None]],
-                    seed: int = 0, steps: int = 25, guidance: float = 2.0, device: str = "cpu",
+                    seed: int = 0, steps: int = 25, guidance: float | None = None,
+                    device: str = "cpu",
                     progress: ProgressFn = no_progress, cancel: CancelToken | None = None,
                     write: bool = True) -> tuple[float, dict[str, Any]]:
     """Calibrate the texture gain of the refiner in the sdm model folder ``model_dir``.
@@ -318,8 +319,15 @@ def calibrate_model(model_dir: Path, examples: Sequence[tuple[np.ndarray, Any, s
     ``examples`` are (real image, label map, class) of the *training* set: the base model draws
     each label map as the app does, the image is enlarged, the refiner adds its texture at gain
     1, and ``refiner.calibrate_gain`` picks the gain that gives the finest octave real power
-    against the real images. ``write`` stores it (``recommended.gain``) in the refiner."""
+    against the real images. ``guidance`` None: the base model's recommended guidance (what the
+    app draws with; a softer layout wants more gain). ``write`` stores the gain
+    (``recommended.gain``) in the refiner."""
     import json
+
+    from usgen_desktop.synthesis.request import model_recommendations
+
+    if guidance is None:
+        guidance = float(model_recommendations(str(model_dir)).get("guidance", 2.0))
 
     from usgen_desktop.core.labels import LabelMap
     from usgen_desktop.synthesis.backends import refiner as rf
