@@ -8,8 +8,9 @@ The loss (binary cross-entropy + soft Dice over the image area) is taken on the 
 the network learns both to segment from a first click and to correct its own mistakes.
 
 Runs are resumable: ``out_dir/checkpoint/`` holds the weights, the optimiser state and the step
-(safetensors + json), written every ``checkpoint_every`` steps and when cancelled. The model folder
-(``out_dir/model.safetensors`` + ``usgen_model.json``) is written at the end and at each checkpoint.
+(safetensors + json), written every ``checkpoint_every`` steps and when cancelled; it is itself a
+model folder the Smart tool can load. The run's model folder (``out_dir/model.safetensors`` +
+``usgen_model.json``) is written at the end.
 The learning rate follows a cosine over the planned steps, or over the time budget when one is set
 (so a run on a shared CPU finishes on time with its learning rate annealed).
 """
