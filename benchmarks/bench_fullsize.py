@@ -13,8 +13,8 @@ seed); "before" is that image enlarged as the app did before the refiner (bicubi
 the same image refined, so the two differ only by the second stage. Both are measured against
 the real dev images by ``evaluation.fullsize`` (a critic on native-resolution crops, power per
 octave up to ¼–½ cycle per pixel), beside the control: real images sent through the app's
-resize path. A figure puts real | before | after side by side per
-class, whole and as 1:1 crops; it holds dataset pixels, so it is written under --out only.
+resize path. A figure puts real | before | after side by side per class, whole and as 1:1
+crops; it holds dataset pixels, so it is written under --out only.
 """
 
 from __future__ import annotations

@@ -324,11 +324,6 @@ def calibrate_model(model_dir: Path, examples: Sequence[tuple[np.ndarray, Any, s
     (``recommended.gain``) in the refiner."""
     import json
 
-    from usgen_desktop.synthesis.request import model_recommendations
-
-    if guidance is None:
-        guidance = float(model_recommendations(str(model_dir)).get("guidance", 2.0))
-
     from usgen_desktop.core.labels import LabelMap
     from usgen_desktop.synthesis.backends import refiner as rf
     from usgen_desktop.synthesis.backends.sdm import (
@@ -337,7 +332,10 @@ def calibrate_model(model_dir: Path, examples: Sequence[tuple[np.ndarray, Any, s
         resize_image,
         sample,
     )
-    from usgen_desktop.synthesis.request import seed_for
+    from usgen_desktop.synthesis.request import model_recommendations, seed_for
+
+    if guidance is None:
+        guidance = float(model_recommendations(str(model_dir)).get("guidance", 2.0))
 
     cancel = cancel or CancelToken()
     if not examples:
