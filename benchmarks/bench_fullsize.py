@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-MODELS = {"busi": ROOT / "models" / "sdm-default", "hc18": ROOT / "models" / "sdm-hc18"}
+from train_default import SHIPPED as MODELS  # noqa: E402
 
 
 def dev_docs(dataset: str):

@@ -25,13 +25,13 @@ import math
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-MODELS = {"busi": ROOT / "models" / "sdm-default", "hc18": ROOT / "models" / "sdm-hc18"}
+from train_default import SHIPPED as MODELS  # noqa: E402
 
 
 def octave_distance(ratios) -> float:
@@ -57,29 +57,20 @@ def main() -> int:
 
     import numpy as np
     import torch
-    from train_default import DATASETS, load_split
+    from bench_fullsize import generate_pairs
+    from train_default import training_maps
 
-    from usgen_desktop.core.tasks import CancelToken
     from usgen_desktop.evaluation.fullsize import fullsize_realism
     from usgen_desktop.evaluation.prepare import doc_group
-    from usgen_desktop.synthesis.backends.sdm import (
-        SdmBackend,
-        model_to_uint8,
-        resize_image,
-        sample,
-    )
-    from usgen_desktop.synthesis.request import seed_for
+    from usgen_desktop.synthesis.backends.refiner import find_refiner
 
     torch.set_num_threads(1)
     model = args.model or MODELS[args.dataset]
-    _schema, docs, train, _dev = load_split(DATASETS[args.dataset][0], 0, args.dataset)
-    step = max(1, len(train) // args.maps)
-    picked = [docs[i] for i in train][1::step][:args.maps]
+    picked = training_maps(args.dataset, args.maps, start=1)
     real = [d.image.to_uint8() for d in picked]
     groups = [doc_group(d) for d in picked]
     classes = [d.tags.get("class") for d in picked] if args.dataset == "busi" else None
-    backend = SdmBackend(model, device="cpu", steps=25)
-    if backend.refiner is None:
+    if find_refiner(Path(model)) is None:
         print(f"{model} has no refiner; the calibration measures the app's full path")
         return 2
     print(f"{args.dataset}: {len(picked)} training label maps, model {model}", flush=True)
@@ -97,15 +88,10 @@ def main() -> int:
                 print(f"guidance {g}: critic AUC {results[g]['critic_auc']} (from {cached})")
                 continue
         t0 = time.time()
-        syn = []
-        for i, d in enumerate(picked):
-            s = seed_for(11, i)
-            x = sample(backend.unet, backend.config, backend.condition(d.labels)[None],
-                       [backend.config.class_index(d.tags.get("class"))], [s], steps=25,
-                       guidance=g)
-            base = resize_image(model_to_uint8(x[0]), d.labels.shape)
-            syn.append(backend._refine(base, d.labels, s, SimpleNamespace(steps=25),
-                                       lambda p: None, CancelToken()))
+        # the app's path, as the benchmark draws it: base model, enlarged, refined
+        pairs, _np = generate_pairs(Path(model), picked, seed=11, steps=25, guidance=g,
+                                    skip_before=True)
+        syn = [p[1] for p in pairs]
         t1 = time.time()
         res = fullsize_realism(real, syn, groups, groups, classes, classes, control=False,
                                epochs=args.epochs)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-MODELS = {"busi": ROOT / "models" / "sdm-default", "hc18": ROOT / "models" / "sdm-hc18"}
+from train_default import SHIPPED as MODELS  # noqa: E402
 
 
 def main() -> int:
@@ -36,15 +36,13 @@ def main() -> int:
     args = ap.parse_args()
 
     import torch
-    from train_default import DATASETS, load_split
+    from train_default import training_maps
 
     from usgen_desktop.synthesis.training.refiner import calibrate_model
 
     torch.set_num_threads(1)
     model = args.model or MODELS[args.dataset]
-    _schema, docs, train, _dev = load_split(DATASETS[args.dataset][0], 0, args.dataset)
-    step = max(1, len(train) // args.maps)
-    picked = [docs[i] for i in train][::step][:args.maps]
+    picked = training_maps(args.dataset, args.maps)
     t0 = time.time()
 
     def tick(p) -> None:

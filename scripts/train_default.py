@@ -41,6 +41,8 @@ DATASETS = {
 }
 DATA = DATASETS["busi"][0]
 CLASSES = DATASETS["busi"][1]
+# the shipped model made from each dataset (its dev_split.txt / train_split.txt fix the split)
+SHIPPED = {"busi": ROOT / "models" / "sdm-default", "hc18": ROOT / "models" / "sdm-hc18"}
 
 
 def with_sector(docs, schema) -> None:
@@ -65,6 +67,14 @@ def load_split(data: Path, seed: int, dataset: str = "busi"):
     strata = [d.tags.get("class") for d in docs] if DATASETS[dataset][1] else None
     train_idx, dev_idx = group_split(groups, 0.2, seed, strata=strata)
     return res.schema, docs, list(train_idx), list(dev_idx)
+
+
+def training_maps(dataset: str, n: int, start: int = 0):
+    """``n`` documents of the dataset's *training* split, evenly spread from index ``start``
+    (the calibration scripts draw from these; the dev split stays unseen)."""
+    _schema, docs, train, _dev = load_split(DATASETS[dataset][0], 0, dataset)
+    step = max(1, len(train) // n)
+    return [docs[i] for i in train][start::step][:n]
 
 
 def mask_overlays(img, labels):

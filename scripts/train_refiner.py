@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SHARED = ROOT.parent / "shared" / "data"
-MODELS = {"busi": ROOT / "models" / "sdm-default", "hc18": ROOT / "models" / "sdm-hc18"}
+from train_default import SHIPPED as MODELS  # noqa: E402
 
 
 def image_paths(dataset: str, split: str = "train") -> list[Path]:
