@@ -327,7 +327,7 @@ def test_zoom_in_session_crops_after_the_first_click_and_undo_restores():
     torch.manual_seed(1)
     model = build_model(AssistConfig(**TINY, zoom_in=True)).eval()
     img, m = lesion_pair(120, 160)
-    s = AssistSession(model, img)
+    s = AssistSession(model, img, refine_first=False)
     assert s.zoom_in
     first = s.add_click(Click(80, 60, True))
     assert s._roi is None  # the first click sees the whole image
@@ -348,6 +348,67 @@ def test_zoom_in_session_crops_after_the_first_click_and_undo_restores():
     plain._prev_image = forced
     plain.add_click(Click(85, 62, True))
     assert plain._roi is None
+
+
+def test_refine_first_answers_the_first_click_again_on_the_crop_around_its_answer(tmp_path):
+    import json
+
+    from usgen_desktop.assist.data import object_box
+    from usgen_desktop.assist.model import AssistConfig, build_model, load_model, save_model
+    from usgen_desktop.assist.predict import AssistSession
+
+    model = build_model(AssistConfig(**TINY, zoom_in=True, refine_first=True)).eval()
+    img, _m = lesion_pair(120, 160)
+    blob = np.zeros((120, 160), bool)
+    blob[50:70, 70:90] = True  # what the whole-image look answers: a small lesion
+
+    def scripted(session, whole_answer):
+        """Replace the network: the whole image gives ``whole_answer``, a crop gives all-in."""
+        calls = []
+
+        def probabilities(clicks, prev, roi=None):
+            calls.append((roi, prev.copy()))
+            box, _grid, valid = session._view(roi)
+            if roi is None:
+                return box.image_to_grid(whole_answer.astype(np.float32)) * valid
+            return valid.copy()
+
+        session.probabilities = probabilities
+        return calls
+
+    s = AssistSession(model, img)
+    assert s.refine_first
+    calls = scripted(s, blob)
+    first = s.add_click(Click(80, 60, True))
+    assert [c[0] for c in calls][0] is None and len(calls) == 2  # whole image, then the crop
+    roi = calls[1][0]
+    assert roi == object_box(blob, [(80, 60)])
+    assert calls[1][1].any()  # the crop's look starts from the whole image's answer
+    x0, y0, x1, y1 = roi
+    assert first[y0:y1, x0:x1].all() and first.sum() == (x1 - x0) * (y1 - y0)  # crop's answer
+    s.add_click(Click(85, 62, True))
+    assert len(calls) == 3  # later clicks look once
+    s.undo_click()
+    back = s.undo_click()
+    assert not back.any() and s._roi is None and not s.clicks  # one click, one undo step
+    # an answer that covers most of the image has no crop to look at: one look
+    s2 = AssistSession(model, img)
+    calls2 = scripted(s2, np.ones((120, 160), bool))
+    s2.add_click(Click(80, 60, True))
+    assert len(calls2) == 1
+    # switched off, the first click looks once
+    s3 = AssistSession(model, img, refine_first=False)
+    calls3 = scripted(s3, blob)
+    s3.add_click(Click(80, 60, True))
+    assert len(calls3) == 1
+    # the setting travels with the folder; a folder that does not name it looks once
+    save_model(model, tmp_path / "m")
+    assert load_model(tmp_path / "m").config.refine_first
+    cfg = tmp_path / "m" / "usgen_model.json"
+    raw = json.loads(cfg.read_text())
+    del raw["refine_first"]
+    cfg.write_text(json.dumps(raw))
+    assert not load_model(tmp_path / "m").config.refine_first
 
 
 def test_training_with_zoom_crops_marks_the_model_for_zoom_in(tmp_path):

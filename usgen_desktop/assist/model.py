@@ -35,6 +35,9 @@ class AssistConfig:
     # average each answer with that of the left-right mirrored view (a folder that does not say
     # so keeps the single view it was measured with)
     flip_average: bool = True
+    # with zoom_in: answer the first click twice, on the whole image and then on the crop around
+    # that answer (a folder that does not say so keeps the one look it was measured with)
+    refine_first: bool = True
     training: dict[str, Any] = field(default_factory=dict)  # provenance, free-form
 
     def to_json(self) -> dict[str, Any]:
@@ -48,6 +51,7 @@ class AssistConfig:
                    click_radius=float(d["click_radius"]), threshold=float(d["threshold"]),
                    zoom_in=bool(d.get("zoom_in", False)),
                    flip_average=bool(d.get("flip_average", False)),
+                   refine_first=bool(d.get("refine_first", False)),
                    training=dict(d.get("training", {})))
 
 

@@ -27,6 +27,8 @@ class AssistSession:
     With a model trained for it (``config.zoom_in``), every click after the first looks at a crop
     around the last answer and all clicks (RITM's zoom-in), so a small lesion fills the grid; the
     first click, and any answer that covers most of the image, use the whole image. With
+    ``refine_first`` the first click's answer is computed twice: on the whole image, then again
+    on the crop around that answer (one more forward pass on the first click only). With
     ``flip_average`` each answer is the mean of the network's probabilities for the view and for
     its left-right mirror image (one batch of two; test-time augmentation)."""
 
@@ -36,6 +38,7 @@ class AssistSession:
     keep_clicked: bool = True  # drop blobs that hold no inside click (see keep_clicked_parts)
     zoom_in: bool | None = None  # None: as the model's config says
     flip_average: bool | None = None  # None: as the model's config says
+    refine_first: bool | None = None  # None: as the model's config says
 
     def __post_init__(self) -> None:
         self._gray = to_gray_u8(self.image)
@@ -43,6 +46,9 @@ class AssistSession:
             self.zoom_in = bool(getattr(self.model.config, "zoom_in", False))
         if self.flip_average is None:
             self.flip_average = bool(getattr(self.model.config, "flip_average", False))
+        if self.refine_first is None:
+            self.refine_first = bool(self.zoom_in
+                                     and getattr(self.model.config, "refine_first", False))
         self._views: dict[tuple[int, int, int, int] | None, tuple[Letterbox, np.ndarray,
                                                                     np.ndarray]] = {}
         self.box, self._grid, self._valid = self._view(None)
@@ -88,9 +94,25 @@ class AssistSession:
     def add_click(self, click: Click) -> np.ndarray:
         """Add a click; the new mask (bool, image size)."""
         self.clicks.append(click)
-        roi = None
+        self._history.append((self._roi, self._prev, self._prev_image))
+        self._answer(self._next_roi())
+        if self.refine_first and len(self.clicks) == 1:
+            roi = self._next_roi()
+            if roi is not None:  # look again, closer: the crop around the first answer
+                self._answer(roi)
+        mask = self._prev_image
+        return keep_clicked_parts(mask, self.clicks) if self.keep_clicked else mask
+
+    def _next_roi(self) -> tuple[int, int, int, int] | None:
+        """Where the next answer looks: the zoom-in crop around the last answer and the clicks,
+        or None for the whole image."""
         if self.zoom_in and self._prev_image.any():
-            roi = object_box(self._prev_image, [(c.x, c.y) for c in self.clicks])
+            return object_box(self._prev_image, [(c.x, c.y) for c in self.clicks])
+        return None
+
+    def _answer(self, roi: tuple[int, int, int, int] | None) -> None:
+        """Run the network on the view ``roi`` with the current clicks and the last answer, and
+        make its output the last answer."""
         box, _, valid = self._view(roi)
         if roi == self._roi:
             prev = self._prev
@@ -100,7 +122,6 @@ class AssistSession:
             crop = self._prev_image[y0:y1, x0:x1].astype(np.float32)
             prev = (box.image_to_grid(crop) > 0.5).astype(np.float32) * valid
         prob = self.probabilities(self.clicks, prev, roi)
-        self._history.append((self._roi, self._prev, self._prev_image))
         self._roi = roi
         self._prev = (prob > self.model.config.threshold).astype(np.float32) * valid
         if roi is None:
@@ -110,7 +131,6 @@ class AssistSession:
             x0, y0, x1, y1 = roi
             mask[y0:y1, x0:x1] = box.grid_to_image(prob) > self.model.config.threshold
         self._prev_image = mask
-        return keep_clicked_parts(mask, self.clicks) if self.keep_clicked else mask
 
     def undo_click(self) -> np.ndarray:
         """Drop the last click; the mask as it was before it (bool, image size)."""
